@@ -1,0 +1,451 @@
+//! The client: [`Durable`] spawns tasks, emits events, cancels and inspects, and starts workers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{DurableError, DurableResult};
+use crate::model::{SpawnResult, TaskPollResult};
+use crate::options::{CancellationPolicy, RetryStrategy, SpawnOptions, WorkerOptions};
+use crate::policy;
+use crate::store::{NewTask, Store};
+use crate::task::{ErasedTask, Registered, Task};
+use crate::worker::{self, Worker};
+
+/// The defaults a client applies to every spawn, its own and its tasks' subtasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientDefaults {
+    /// The client's queue.
+    pub queue: String,
+    /// Attempts a task gets when its spawn does not say. Default 5.
+    pub max_attempts: u32,
+    /// Retry strategy when a spawn does not say. Default: [`RetryStrategy::default`].
+    pub retry_strategy: RetryStrategy,
+    /// Cancellation policy when a spawn does not say. Default: none.
+    pub cancellation: CancellationPolicy,
+}
+
+impl Default for ClientDefaults {
+    fn default() -> Self {
+        ClientDefaults {
+            queue: "default".to_owned(),
+            max_attempts: 5,
+            retry_strategy: RetryStrategy::default(),
+            cancellation: CancellationPolicy::default(),
+        }
+    }
+}
+
+impl ClientDefaults {
+    /// Builds the store's view of a spawn: validates names and options and applies defaults.
+    pub fn new_task(
+        &self,
+        default_queue: &str,
+        task_name: &str,
+        params: Value,
+        options: SpawnOptions,
+    ) -> DurableResult<NewTask> {
+        let queue = options.queue.unwrap_or_else(|| default_queue.to_owned());
+        policy::validate_queue_name(&queue).map_err(|r| DurableError::invalid("queue name", r))?;
+        policy::validate_name("task", task_name)
+            .map_err(|r| DurableError::invalid("task name", r))?;
+        let max_attempts = options.max_attempts.unwrap_or(self.max_attempts);
+        if max_attempts == 0 {
+            return Err(DurableError::invalid("max_attempts", "must be at least 1"));
+        }
+        let retry_strategy = options
+            .retry_strategy
+            .unwrap_or_else(|| self.retry_strategy.clone());
+        validate_retry_strategy(&retry_strategy)?;
+        let cancellation = options
+            .cancellation
+            .unwrap_or_else(|| self.cancellation.clone());
+        for limit in [cancellation.max_pending_time, cancellation.max_running_time]
+            .into_iter()
+            .flatten()
+        {
+            policy::checked_duration("cancellation limit", limit)
+                .map_err(|r| DurableError::invalid("cancellation policy", r))?;
+        }
+        if let Some(delay) = options.delay {
+            policy::checked_duration("spawn delay", delay)
+                .map_err(|r| DurableError::invalid("delay", r))?;
+        }
+        if let Some(key) = &options.idempotency_key {
+            policy::validate_name("idempotency key", key)
+                .map_err(|r| DurableError::invalid("idempotency key", r))?;
+        }
+        Ok(NewTask {
+            queue,
+            task_name: task_name.to_owned(),
+            params,
+            headers: options.headers,
+            max_attempts,
+            retry_strategy,
+            cancellation,
+            idempotency_key: options.idempotency_key,
+            parent_task_id: None,
+            delay: options.delay,
+        })
+    }
+}
+
+fn validate_retry_strategy(strategy: &RetryStrategy) -> DurableResult<()> {
+    let bad = |r: String| DurableError::invalid("retry strategy", r);
+    match strategy {
+        RetryStrategy::None => Ok(()),
+        RetryStrategy::Fixed { base_delay } => {
+            policy::checked_duration("base_delay", *base_delay).map_err(bad)?;
+            Ok(())
+        }
+        RetryStrategy::Exponential {
+            base_delay,
+            factor,
+            max_backoff,
+        } => {
+            policy::checked_duration("base_delay", *base_delay).map_err(bad)?;
+            policy::checked_duration("max_backoff", *max_backoff).map_err(bad)?;
+            if !factor.is_finite() || *factor < 1.0 {
+                return Err(bad(format!(
+                    "factor {factor} must be a finite number >= 1.0"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Configures a [`Durable`] client over any [`Store`]. The PostgreSQL adapters wrap it in a
+/// builder that also takes a database URL or pool.
+#[derive(Debug, Clone, Default)]
+pub struct DurableBuilder {
+    defaults: ClientDefaults,
+}
+
+impl DurableBuilder {
+    /// A builder with the default options (queue `default`).
+    pub fn new() -> Self {
+        DurableBuilder::default()
+    }
+
+    /// The queue this client spawns into and its workers claim from. Default `default`.
+    pub fn queue_name(mut self, queue: impl Into<String>) -> Self {
+        self.defaults.queue = queue.into();
+        self
+    }
+
+    /// Attempts a task gets when its spawn does not say. Default 5.
+    pub fn default_max_attempts(mut self, attempts: u32) -> Self {
+        self.defaults.max_attempts = attempts;
+        self
+    }
+
+    /// Retry strategy when a spawn does not say. Default: [`RetryStrategy::default`].
+    pub fn default_retry_strategy(mut self, strategy: RetryStrategy) -> Self {
+        self.defaults.retry_strategy = strategy;
+        self
+    }
+
+    /// Cancellation policy when a spawn does not say. Default: none.
+    pub fn default_cancellation(mut self, policy: CancellationPolicy) -> Self {
+        self.defaults.cancellation = policy;
+        self
+    }
+
+    /// The defaults configured so far.
+    pub fn defaults(&self) -> &ClientDefaults {
+        &self.defaults
+    }
+
+    /// Builds a client over `store`, creating its queue.
+    pub async fn build_with_store<S: Store>(self, store: S) -> DurableResult<Durable<S>> {
+        self.build_with_shared_store(Arc::new(store)).await
+    }
+
+    /// Builds a client over a store shared with other clients.
+    pub async fn build_with_shared_store<S: Store>(
+        self,
+        store: Arc<S>,
+    ) -> DurableResult<Durable<S>> {
+        let defaults = self.defaults;
+        policy::validate_queue_name(&defaults.queue)
+            .map_err(|r| DurableError::invalid("queue name", r))?;
+        if defaults.max_attempts == 0 {
+            return Err(DurableError::invalid(
+                "default_max_attempts",
+                "must be at least 1",
+            ));
+        }
+        validate_retry_strategy(&defaults.retry_strategy)?;
+        store.ensure_queue(&defaults.queue).await?;
+        Ok(Durable {
+            inner: Arc::new(ClientInner {
+                store,
+                defaults: Arc::new(defaults),
+                registry: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+pub(crate) type Registry = HashMap<&'static str, Arc<dyn ErasedTask>>;
+
+pub(crate) struct ClientInner<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) defaults: Arc<ClientDefaults>,
+    pub(crate) registry: RwLock<Registry>,
+}
+
+/// The client of `durable`: spawns tasks, emits events, cancels, inspects, and starts workers.
+///
+/// Cheap to clone; clones share the store and the task registry.
+pub struct Durable<S: Store> {
+    pub(crate) inner: Arc<ClientInner<S>>,
+}
+
+impl<S: Store> Clone for Durable<S> {
+    fn clone(&self) -> Self {
+        Durable {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for Durable<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("queue", &self.inner.defaults.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> Durable<S> {
+    /// A builder; finish it with [`DurableBuilder::build_with_store`].
+    pub fn builder() -> DurableBuilder {
+        DurableBuilder::new()
+    }
+
+    /// The store behind this client.
+    pub fn store(&self) -> &Arc<S> {
+        &self.inner.store
+    }
+
+    /// The client's queue.
+    pub fn queue_name(&self) -> &str {
+        &self.inner.defaults.queue
+    }
+
+    /// The defaults this client applies to spawns.
+    pub fn defaults(&self) -> &ClientDefaults {
+        &self.inner.defaults
+    }
+
+    /// Registers task type `T` so this client's workers run it and `spawn_by_name` accepts its
+    /// name. Registering a name again replaces the earlier registration.
+    pub async fn register<T: Task>(&self) {
+        let mut registry = self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if registry
+            .insert(T::NAME, Arc::new(Registered::<T>::new()))
+            .is_some()
+        {
+            tracing::debug!(
+                task = T::NAME,
+                "task registered again; the new registration wins"
+            );
+        }
+    }
+
+    /// The names of the registered tasks.
+    pub fn registered_tasks(&self) -> Vec<String> {
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<String> = registry.keys().map(|name| (*name).to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    /// Spawns task `T` with default options.
+    pub async fn spawn<T: Task>(&self, params: T::Params) -> DurableResult<SpawnResult> {
+        self.spawn_with_options::<T>(params, SpawnOptions::default())
+            .await
+    }
+
+    /// Spawns task `T` with `options`.
+    pub async fn spawn_with_options<T: Task>(
+        &self,
+        params: T::Params,
+        options: SpawnOptions,
+    ) -> DurableResult<SpawnResult> {
+        let task = self.prepare_spawn::<T>(params, options)?;
+        Ok(self.inner.store.spawn(task).await?)
+    }
+
+    /// Spawns a registered task by name with JSON params, checked against the task's `Params`.
+    pub async fn spawn_by_name(
+        &self,
+        task_name: &str,
+        params: Value,
+        options: SpawnOptions,
+    ) -> DurableResult<SpawnResult> {
+        let task = self.prepare_spawn_by_name(task_name, params, options)?;
+        Ok(self.inner.store.spawn(task).await?)
+    }
+
+    /// The store's view of `spawn_with_options::<T>`: for adapters that spawn inside a caller's
+    /// transaction.
+    pub fn prepare_spawn<T: Task>(
+        &self,
+        params: T::Params,
+        options: SpawnOptions,
+    ) -> DurableResult<NewTask> {
+        let params =
+            serde_json::to_value(&params).map_err(|source| DurableError::Serialization {
+                what: format!("params of task `{}`", T::NAME),
+                source,
+            })?;
+        self.inner
+            .defaults
+            .new_task(&self.inner.defaults.queue, T::NAME, params, options)
+    }
+
+    /// The store's view of `spawn_by_name`: for adapters that spawn inside a caller's
+    /// transaction. Refuses unregistered names and params that do not fit the task.
+    pub fn prepare_spawn_by_name(
+        &self,
+        task_name: &str,
+        params: Value,
+        options: SpawnOptions,
+    ) -> DurableResult<NewTask> {
+        let task = {
+            let registry = self
+                .inner
+                .registry
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            registry.get(task_name).cloned()
+        };
+        let task = task.ok_or_else(|| DurableError::UnknownTask {
+            name: task_name.to_owned(),
+        })?;
+        task.check_params(&params)
+            .map_err(|source| DurableError::InvalidParams {
+                task: task_name.to_owned(),
+                source,
+            })?;
+        self.inner
+            .defaults
+            .new_task(&self.inner.defaults.queue, task_name, params, options)
+    }
+
+    /// Checks an event for [`Durable::emit_event`] and returns `(queue, payload)`: for adapters
+    /// that emit inside a caller's transaction.
+    pub fn prepare_emit<T: Serialize + ?Sized>(
+        &self,
+        event_name: &str,
+        payload: &T,
+        queue: Option<&str>,
+    ) -> DurableResult<(String, Value)> {
+        let queue = self.resolve_queue(queue)?;
+        policy::validate_user_name("event", event_name)
+            .map_err(|r| DurableError::invalid("event name", r))?;
+        let payload =
+            serde_json::to_value(payload).map_err(|source| DurableError::Serialization {
+                what: format!("payload of event `{event_name}`"),
+                source,
+            })?;
+        Ok((queue, payload))
+    }
+
+    /// Emits an event in `queue` (default: the client's), waking every task awaiting it. Events
+    /// are remembered and the first emit of a name wins: later emits change nothing and return
+    /// `false`.
+    pub async fn emit_event<T: Serialize + ?Sized>(
+        &self,
+        event_name: &str,
+        payload: &T,
+        queue: Option<&str>,
+    ) -> DurableResult<bool> {
+        let (queue, payload) = self.prepare_emit(event_name, payload, queue)?;
+        Ok(self
+            .inner
+            .store
+            .emit_event(&queue, event_name, payload)
+            .await?)
+    }
+
+    /// Cancels a task of `queue` (default: the client's) and its subtasks. A running task stops
+    /// at its next durable call. Returns `false` if the task had already ended.
+    pub async fn cancel_task(&self, task_id: Uuid, queue: Option<&str>) -> DurableResult<bool> {
+        let queue = self.resolve_queue(queue)?;
+        Ok(self.inner.store.cancel_task(&queue, task_id).await?)
+    }
+
+    /// Makes a failed task of `queue` (default: the client's) run again as a new attempt. Its
+    /// completed steps are not repeated.
+    pub async fn retry_task(
+        &self,
+        task_id: Uuid,
+        queue: Option<&str>,
+    ) -> DurableResult<SpawnResult> {
+        let queue = self.resolve_queue(queue)?;
+        Ok(self.inner.store.retry_task(&queue, task_id).await?)
+    }
+
+    /// The state of a task: status, output once completed, last error. `None` if there is no
+    /// such task.
+    pub async fn get_task_result(&self, task_id: Uuid) -> DurableResult<Option<TaskPollResult>> {
+        Ok(self.inner.store.task_result(task_id).await?)
+    }
+
+    /// Creates a queue (idempotent). Spawning into a queue also works without it.
+    pub async fn create_queue(&self, queue: &str) -> DurableResult<()> {
+        policy::validate_queue_name(queue).map_err(|r| DurableError::invalid("queue name", r))?;
+        Ok(self.inner.store.ensure_queue(queue).await?)
+    }
+
+    /// Starts a worker that claims this client's registered tasks from its queue and runs them,
+    /// until [`Worker::shutdown`] or until the `Worker` is dropped.
+    pub async fn start_worker(&self, options: WorkerOptions) -> Worker {
+        worker::start(self.worker_shared(), options)
+    }
+
+    /// Runs every task of the queue that can run now, in this call, until none is left (sleeping
+    /// tasks whose time has not come stay asleep). Returns how many runs were executed. Useful in
+    /// tests and scripts; a production deployment uses [`Durable::start_worker`].
+    pub async fn work_until_idle(&self, options: WorkerOptions) -> DurableResult<usize> {
+        worker::drain(self.worker_shared(), options).await
+    }
+
+    fn worker_shared(&self) -> worker::Shared {
+        let store: Arc<dyn Store> = self.inner.store.clone();
+        let registry = {
+            let registry = self
+                .inner
+                .registry
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            registry.clone()
+        };
+        worker::Shared {
+            store,
+            defaults: Arc::clone(&self.inner.defaults),
+            registry: Arc::new(registry),
+        }
+    }
+
+    fn resolve_queue(&self, queue: Option<&str>) -> DurableResult<String> {
+        let queue = queue.unwrap_or(&self.inner.defaults.queue);
+        policy::validate_queue_name(queue).map_err(|r| DurableError::invalid("queue name", r))?;
+        Ok(queue.to_owned())
+    }
+}

@@ -1,0 +1,274 @@
+//! The storage port: one atomic, fenced operation per state transition of a task.
+//!
+//! # Contract
+//!
+//! Every implementation (the in-memory store in `durable-testing`, the PostgreSQL adapters) must
+//! pass the conformance suite in `durable-testing`. In words:
+//!
+//! - **Time belongs to the store.** Every deadline (lease, sleep, event timeout, retry delay,
+//!   spawn delay) is computed from the store's clock, never the worker's.
+//! - **Each method is atomic.** It applies completely or not at all.
+//! - **Writes of a run are fenced.** Methods taking a [`RunRef`] succeed only while that run owns
+//!   the task: the task is `running`, its current run is `run.run_id` and the lease has not
+//!   expired at store time. Otherwise they change nothing and return
+//!   [`StoreError::Cancelled`] if the task was cancelled, else [`StoreError::LeaseLost`].
+//!   A fenced write that succeeds also extends the lease by the `lease` it is given, so a run
+//!   that makes progress keeps its task and a run that stops making progress loses it.
+//! - **Checkpoints are per task**, keyed by name, and survive retries: a new attempt sees every
+//!   checkpoint that earlier attempts committed ([`ClaimedRun::checkpoints`]).
+//! - **Events are remembered per queue; the first emit wins.** Later emits of the same name
+//!   change nothing. An await that starts after the emit sees it; an emit racing an await
+//!   never leaves the awaiting task asleep (no lost wake-up).
+//! - **Subtask outcomes travel as events.** When a task with a parent reaches a terminal state,
+//!   the store emits, in the same operation, the event [`child_event_name`]`(task_id)` in the
+//!   task's queue with a [`ChildOutcome`](crate::model::ChildOutcome) payload.
+//! - **Cancellation cascades** to every non-terminal descendant, and a cancelled task never
+//!   completes afterwards.
+//! - **Multi-row operations lock rows in one order** (tasks by id, parents before children), so
+//!   concurrent cancels, completions, failures and emits never deadlock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::model::{SpawnResult, TaskErrorInfo, TaskPollResult};
+use crate::options::{CancellationPolicy, RetryStrategy};
+
+/// The name of the event a store emits when the subtask `task_id` ends.
+pub fn child_event_name(task_id: Uuid) -> String {
+    format!("$child:{task_id}")
+}
+
+/// Identifies one run of one task: the fencing token of every write the run makes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunRef {
+    /// The task's queue.
+    pub queue: String,
+    /// The task.
+    pub task_id: Uuid,
+    /// The run (one per attempt).
+    pub run_id: Uuid,
+}
+
+/// A task to create. Every default has been applied by the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// The queue (validated).
+    pub queue: String,
+    /// The registered name of the task type.
+    pub task_name: String,
+    /// The task's params as JSON.
+    pub params: Value,
+    /// Metadata readable by the task.
+    pub headers: BTreeMap<String, Value>,
+    /// Attempts in all (at least 1).
+    pub max_attempts: u32,
+    /// Retry strategy, stored for the worker that handles a failure.
+    pub retry_strategy: RetryStrategy,
+    /// Automatic cancellation, evaluated by the worker.
+    pub cancellation: CancellationPolicy,
+    /// Deduplication key within the queue: an existing task with the same key is returned.
+    pub idempotency_key: Option<String>,
+    /// The parent task, for subtasks.
+    pub parent_task_id: Option<Uuid>,
+    /// Do not start before this delay has passed (store time).
+    pub delay: Option<Duration>,
+}
+
+/// What a worker asks for when it claims work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRequest {
+    /// The queue to claim from.
+    pub queue: String,
+    /// Recorded on the claimed runs.
+    pub worker_id: String,
+    /// Only tasks with one of these names are claimed: workers may specialise.
+    pub task_names: Vec<String>,
+    /// The most runs to claim.
+    pub limit: usize,
+    /// The lease each claimed run gets.
+    pub lease: Duration,
+}
+
+/// A run handed to a worker by [`Store::claim`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedRun {
+    /// The run's identity, used to fence its writes.
+    pub run: RunRef,
+    /// The task's registered name.
+    pub task_name: String,
+    /// The task's params.
+    pub params: Value,
+    /// The task's headers.
+    pub headers: BTreeMap<String, Value>,
+    /// This run's attempt number (1-based).
+    pub attempt: u32,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// Retry strategy given at spawn.
+    pub retry_strategy: RetryStrategy,
+    /// Cancellation policy given at spawn.
+    pub cancellation: CancellationPolicy,
+    /// The parent task, for subtasks.
+    pub parent_task_id: Option<Uuid>,
+    /// When the task was spawned.
+    pub created_at: DateTime<Utc>,
+    /// When a worker first started the task, before this claim (`None` on the very first claim).
+    pub first_started_at: Option<DateTime<Utc>>,
+    /// Store time at the claim.
+    pub now: DateTime<Utc>,
+    /// Every checkpoint committed for the task, by name.
+    pub checkpoints: HashMap<String, Value>,
+}
+
+/// What [`Store::claim`] returns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClaimBatch {
+    /// The claimed runs (at most the requested limit).
+    pub runs: Vec<ClaimedRun>,
+    /// Store time at the claim.
+    pub now: DateTime<Utc>,
+    /// The earliest future moment at which a task of the queue with one of the requested names
+    /// becomes claimable (a sleep ending, a retry delay, an event timeout), if any. Workers sleep
+    /// until then instead of polling blindly.
+    pub next_wake_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::sleep`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SleepOutcome {
+    /// The wake-up time has passed: the task goes on.
+    Elapsed,
+    /// The run was suspended until `wake_at`; the worker must stop executing it.
+    Suspended {
+        /// When the task becomes claimable again.
+        wake_at: DateTime<Utc>,
+    },
+}
+
+/// When a sleep ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeAt {
+    /// This long after the first time the sleep is reached (store time).
+    After(Duration),
+    /// At this moment.
+    At(DateTime<Utc>),
+}
+
+/// What [`Store::await_event`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AwaitOutcome {
+    /// The event had been emitted; this is its payload (also checkpointed).
+    Received(Value),
+    /// The timeout passed before the event arrived (also checkpointed).
+    TimedOut,
+    /// The run was suspended until the event or the timeout; the worker must stop executing it.
+    Suspended,
+}
+
+/// The storage port. See the [module documentation](self) for the contract every implementation
+/// honours.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Makes sure a queue exists (idempotent). The name has been validated.
+    async fn ensure_queue(&self, queue: &str) -> Result<(), StoreError>;
+
+    /// Creates a task, pending (after `delay` if set), with attempt 1 and a fresh run. With an
+    /// idempotency key that already exists in the queue, returns that task (`created: false`)
+    /// and creates nothing.
+    async fn spawn(&self, task: NewTask) -> Result<SpawnResult, StoreError>;
+
+    /// Claims up to `limit` tasks of the queue whose names are in `task_names` and that are
+    /// pending or sleeping with their wake-up time passed, oldest first, without waiting on rows
+    /// that other claims hold. Each becomes `running` with a lease of `lease`. Also reports the
+    /// next moment a task will become claimable ([`ClaimBatch::next_wake_at`]).
+    async fn claim(&self, request: ClaimRequest) -> Result<ClaimBatch, StoreError>;
+
+    /// Recovers every task of the queue whose run's lease expired: the run is failed with
+    /// [`FailureKind::LeaseExpired`](crate::FailureKind::LeaseExpired) and the task becomes
+    /// pending as a new attempt with a new run, or fails if it had no attempt left. Returns how
+    /// many tasks were recovered.
+    async fn expire_leases(&self, queue: &str) -> Result<u64, StoreError>;
+
+    /// Fenced: records checkpoint `name` of the task (insert or replace) and extends the lease.
+    async fn write_checkpoint(
+        &self,
+        run: &RunRef,
+        name: &str,
+        value: Value,
+        lease: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Fenced: extends the lease of the run to `lease` from now.
+    async fn extend_lease(&self, run: &RunRef, lease: Duration) -> Result<(), StoreError>;
+
+    /// Fenced: a durable sleep named `name`. The first call computes the wake-up time and
+    /// checkpoints it as a [`SleepCheckpoint`](crate::model::SleepCheckpoint); later calls
+    /// (replays) reuse it. If the time has passed, returns [`SleepOutcome::Elapsed`]; otherwise
+    /// the task becomes `sleeping` until then, its lease is released, and the run is suspended.
+    async fn sleep(
+        &self,
+        run: &RunRef,
+        name: &str,
+        wake: WakeAt,
+        lease: Duration,
+    ) -> Result<SleepOutcome, StoreError>;
+
+    /// Fenced: an await named `name` on event `event_name` of the run's queue.
+    ///
+    /// If checkpoint `name` exists, returns what it recorded. Else, if the event was emitted,
+    /// checkpoints an [`AwaitCheckpoint::Received`](crate::model::AwaitCheckpoint::Received) and
+    /// returns it. Else, if a timeout was given, its deadline is fixed durably by the first call;
+    /// once passed, an `AwaitCheckpoint::TimedOut` is checkpointed and returned. Otherwise the
+    /// task becomes `sleeping` until the event is emitted or the deadline passes.
+    async fn await_event(
+        &self,
+        run: &RunRef,
+        name: &str,
+        event_name: &str,
+        timeout: Option<Duration>,
+        lease: Duration,
+    ) -> Result<AwaitOutcome, StoreError>;
+
+    /// Emits an event in a queue: stored if no event of that name exists yet (first emit wins),
+    /// and every task of the queue sleeping on it becomes claimable at once. Returns whether this
+    /// emit was the first.
+    async fn emit_event(&self, queue: &str, name: &str, payload: Value)
+    -> Result<bool, StoreError>;
+
+    /// Fenced: completes the task with `output`.
+    async fn complete_run(&self, run: &RunRef, output: Value) -> Result<(), StoreError>;
+
+    /// Fenced: fails the run. With `retry_after`, the task becomes pending again as a new
+    /// attempt with a new run after that delay; without it, the task fails for good and its
+    /// non-terminal descendants are cancelled.
+    async fn fail_run(
+        &self,
+        run: &RunRef,
+        error: TaskErrorInfo,
+        retry_after: Option<Duration>,
+    ) -> Result<(), StoreError>;
+
+    /// Cancels a task of `queue` and its non-terminal descendants. Returns `false` if the task
+    /// had already reached a terminal state (nothing changes), [`StoreError::NotFound`] if the
+    /// queue has no such task.
+    async fn cancel_task(&self, queue: &str, task_id: Uuid) -> Result<bool, StoreError>;
+
+    /// Makes a `failed` task of `queue` pending again as a new attempt (one more attempt is
+    /// allowed if it had used them all), keeping its checkpoints.
+    async fn retry_task(&self, queue: &str, task_id: Uuid) -> Result<SpawnResult, StoreError>;
+
+    /// The state of a task, or `None` if there is no such task.
+    async fn task_result(&self, task_id: Uuid) -> Result<Option<TaskPollResult>, StoreError>;
+
+    /// A signal that changes when work may have become available in `queue` (a spawn, an emit,
+    /// a retry...). Stores without notifications return a receiver that never changes; workers
+    /// then rely on polling.
+    fn work_signal(&self, queue: &str) -> watch::Receiver<u64>;
+}
