@@ -1,0 +1,125 @@
+//! The statements by which adapters call the stored functions, one per operation of the
+//! storage port. Each is one round trip; adapters prepare them once per connection.
+//!
+//! Parameter types are spelled out in casts so that every driver infers the same types.
+//! Durations are whole microseconds (`bigint`, rounded up), `NULL` where the port has `None`.
+//! Functions that refuse raise a SQLSTATE of [`sqlstate`](crate::sqlstate).
+
+/// Creates a queue if missing.
+///
+/// Parameters: `$1 text` queue. No result to read.
+pub const ENSURE_QUEUE: &str = "SELECT durable.ensure_queue($1::text)";
+
+/// Spawns a task (or returns the existing one with the same idempotency key in the queue).
+///
+/// Parameters: `$1 text` queue, `$2 text` task name, `$3 jsonb` params, `$4 jsonb` headers
+/// (object), `$5 integer` max attempts (>= 1), `$6 jsonb` retry strategy, `$7 jsonb`
+/// cancellation policy, `$8 text` idempotency key or `NULL`, `$9 uuid` parent task or `NULL`,
+/// `$10 bigint` delay in microseconds or `NULL`.
+///
+/// One row: `task_id uuid, run_id uuid, attempt integer, created boolean`.
+pub const SPAWN_TASK: &str = "SELECT task_id, run_id, attempt, created FROM durable.spawn_task(\
+$1::text, $2::text, $3::jsonb, $4::jsonb, $5::integer, $6::jsonb, $7::jsonb, $8::text, $9::uuid, $10::bigint)";
+
+/// Claims due runs.
+///
+/// Parameters: `$1 text` queue, `$2 text` worker id, `$3 text[]` task names, `$4 integer`
+/// limit, `$5 bigint` lease in microseconds.
+///
+/// Rows: `task_id uuid, run_id uuid, task_name text, params jsonb, headers jsonb,
+/// attempt integer, max_attempts integer, retry_strategy jsonb, cancellation jsonb,
+/// parent_task_id uuid, created_at timestamptz, first_started_at timestamptz,
+/// checkpoints jsonb, store_now timestamptz, next_wake_at timestamptz`: one per claimed run
+/// (`first_started_at` as it was before the claim, `checkpoints` an object name -> value), then
+/// always one last row whose `task_id` is `NULL`, carrying `store_now` (the store time of the
+/// claim) and `next_wake_at` (the next moment a task becomes claimable, or `NULL`).
+pub const CLAIM_RUNS: &str = "SELECT task_id, run_id, task_name, params, headers, attempt, \
+max_attempts, retry_strategy, cancellation, parent_task_id, created_at, first_started_at, \
+checkpoints, store_now, next_wake_at FROM durable.claim_runs($1::text, $2::text, $3::text[], $4::integer, $5::bigint)";
+
+/// Recovers tasks whose run's lease expired.
+///
+/// Parameters: `$1 text` queue.
+///
+/// One row: `recovered bigint, more boolean`. While `more` is true, call again (each call
+/// handles at most one final failure and a bounded number of retries).
+pub const EXPIRE_LEASES: &str = "SELECT recovered, more FROM durable.expire_leases($1::text)";
+
+/// Fenced: writes a checkpoint and extends the lease.
+///
+/// Parameters: `$1 text` queue, `$2 uuid` task, `$3 uuid` run, `$4 text` checkpoint name,
+/// `$5 jsonb` value, `$6 bigint` lease in microseconds. No result to read.
+pub const WRITE_CHECKPOINT: &str = "SELECT durable.write_checkpoint(\
+$1::text, $2::uuid, $3::uuid, $4::text, $5::jsonb, $6::bigint)";
+
+/// Fenced: extends the lease.
+///
+/// Parameters: `$1 text` queue, `$2 uuid` task, `$3 uuid` run, `$4 bigint` lease in
+/// microseconds. No result to read.
+pub const EXTEND_LEASE: &str =
+    "SELECT durable.extend_lease($1::text, $2::uuid, $3::uuid, $4::bigint)";
+
+/// Fenced: a durable sleep.
+///
+/// Parameters: `$1 text` queue, `$2 uuid` task, `$3 uuid` run, `$4 text` checkpoint name,
+/// `$5 bigint` duration in microseconds or `NULL`, `$6 timestamptz` wake-up time or `NULL`
+/// (exactly one of `$5`, `$6` is set), `$7 bigint` lease in microseconds.
+///
+/// One row: `outcome text` (`elapsed` or `suspended`), `wake_at timestamptz`.
+pub const SLEEP_RUN: &str = "SELECT outcome, wake_at FROM durable.sleep_run(\
+$1::text, $2::uuid, $3::uuid, $4::text, $5::bigint, $6::timestamptz, $7::bigint)";
+
+/// Fenced: awaits an event.
+///
+/// Parameters: `$1 text` queue, `$2 uuid` task, `$3 uuid` run, `$4 text` checkpoint name,
+/// `$5 text` event name, `$6 bigint` timeout in microseconds or `NULL`, `$7 bigint` lease in
+/// microseconds.
+///
+/// One row: `outcome text` (`received`, `timed_out` or `suspended`), `payload jsonb` (the
+/// event's payload when `received`).
+pub const AWAIT_EVENT: &str = "SELECT outcome, payload FROM durable.await_event(\
+$1::text, $2::uuid, $3::uuid, $4::text, $5::text, $6::bigint, $7::bigint)";
+
+/// Emits an event (the first emit of a name in a queue wins) and wakes the tasks awaiting it.
+///
+/// Parameters: `$1 text` queue, `$2 text` event name, `$3 jsonb` payload.
+///
+/// One row: `first boolean`, whether this emit stored the event.
+pub const EMIT_EVENT: &str = "SELECT durable.emit_event($1::text, $2::text, $3::jsonb) AS first";
+
+/// Fenced: completes the task.
+///
+/// Parameters: `$1 text` queue, `$2 uuid` task, `$3 uuid` run, `$4 jsonb` output. No result to
+/// read.
+pub const COMPLETE_RUN: &str =
+    "SELECT durable.complete_run($1::text, $2::uuid, $3::uuid, $4::jsonb)";
+
+/// Fenced: fails the run, retrying after a delay or failing the task for good.
+///
+/// Parameters: `$1 text` queue, `$2 uuid` task, `$3 uuid` run, `$4 jsonb` error
+/// (`{"kind": ..., "message": ...}`), `$5 bigint` retry delay in microseconds, or `NULL` for a
+/// final failure. No result to read.
+pub const FAIL_RUN: &str =
+    "SELECT durable.fail_run($1::text, $2::uuid, $3::uuid, $4::jsonb, $5::bigint)";
+
+/// Cancels a task and its non-terminal descendants.
+///
+/// Parameters: `$1 text` queue, `$2 uuid` task.
+///
+/// One row: `cancelled boolean` (`false` if the task had already ended).
+pub const CANCEL_TASK: &str = "SELECT durable.cancel_task($1::text, $2::uuid) AS cancelled";
+
+/// Makes a failed task pending again as a new attempt.
+///
+/// Parameters: `$1 text` queue, `$2 uuid` task.
+///
+/// One row: `task_id uuid, run_id uuid, attempt integer`.
+pub const RETRY_TASK: &str =
+    "SELECT task_id, run_id, attempt FROM durable.retry_task($1::text, $2::uuid)";
+
+/// Reads the state of a task.
+///
+/// Parameters: `$1 uuid` task.
+///
+/// Zero rows (no such task) or one: `state text, output jsonb, last_error jsonb`.
+pub const TASK_RESULT: &str = "SELECT state, output, last_error FROM durable.task_result($1::uuid)";

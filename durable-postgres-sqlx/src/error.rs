@@ -1,0 +1,104 @@
+//! sqlx errors mapped to the meanings of [`StoreError`], and the retry of transient failures.
+
+use std::future::Future;
+use std::time::Duration;
+
+use durable_core::StoreError;
+use durable_core::store::RunRef;
+use durable_postgres_sql::sqlstate;
+use uuid::Uuid;
+
+/// The name this store gives in [`StoreError::Backend`].
+pub(crate) const STORE: &str = "postgres-sqlx";
+
+/// How often a call that hit a deadlock or a serialization failure is tried in all.
+const ATTEMPTS: u32 = 6;
+
+/// What a failed call was about, to build meaningful errors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ctx<'a> {
+    /// Nothing in particular.
+    None,
+    /// A fenced write of this run.
+    Run(&'a RunRef),
+    /// An operation on a task of a queue.
+    Task { queue: &'a str, task_id: Uuid },
+}
+
+/// Maps a sqlx error to its meaning.
+pub(crate) fn map_sqlx(error: sqlx::Error, ctx: Ctx<'_>) -> StoreError {
+    if let sqlx::Error::Database(db) = &error {
+        let code = db.code().map(|code| code.into_owned()).unwrap_or_default();
+        match (code.as_str(), ctx) {
+            (sqlstate::LEASE_LOST, Ctx::Run(run)) => {
+                return StoreError::LeaseLost {
+                    task_id: run.task_id,
+                    run_id: run.run_id,
+                };
+            }
+            (sqlstate::CANCELLED, Ctx::Run(run)) => {
+                return StoreError::Cancelled {
+                    task_id: run.task_id,
+                };
+            }
+            (sqlstate::NOT_FOUND, Ctx::Task { queue, task_id }) => {
+                return StoreError::not_found(format!("task {task_id} in queue `{queue}`"));
+            }
+            (sqlstate::NOT_FOUND, _) => return StoreError::not_found(db.message().to_owned()),
+            (sqlstate::CONFLICT, _) => return StoreError::conflict(db.message().to_owned()),
+            (sqlstate::INVALID_INPUT, _) => return StoreError::invalid(db.message().to_owned()),
+            _ => {}
+        }
+    }
+    if let sqlx::Error::Encode(source) = &error {
+        return StoreError::invalid(format!("a value cannot be sent to PostgreSQL: {source}"));
+    }
+    StoreError::backend(STORE, error)
+}
+
+/// A backend error for a row that does not have the expected shape.
+pub(crate) fn unexpected(message: impl Into<String>) -> StoreError {
+    StoreError::backend(STORE, message.into())
+}
+
+/// Whether the error is a deadlock or a serialization failure: the call changed nothing and can
+/// be made again.
+pub(crate) fn is_transient(error: &StoreError) -> bool {
+    let StoreError::Backend { source, .. } = error else {
+        return false;
+    };
+    match source.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(db)) => matches!(
+            db.code().as_deref(),
+            Some(sqlstate::DEADLOCK_DETECTED | sqlstate::SERIALIZATION_FAILURE)
+        ),
+        _ => false,
+    }
+}
+
+/// Runs `op`, again after a short random pause when it fails transiently (every store call is
+/// one atomic statement, so a failed call changed nothing).
+pub(crate) async fn retrying<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(error) if attempt < ATTEMPTS && is_transient(&error) => {
+                tracing::debug!(%error, attempt, "transient failure; trying again");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// 1-5 ms, then doubling, with jitter so that the colliding calls do not collide again.
+fn backoff(attempt: u32) -> Duration {
+    let base = 1u64 << attempt.min(6);
+    let jitter = (Uuid::new_v4().as_u128() % 1000) as u64;
+    Duration::from_micros(base * 1000 + jitter * base)
+}

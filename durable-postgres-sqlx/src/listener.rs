@@ -1,0 +1,180 @@
+//! Wake-ups: a background task LISTENs on the `durable` channel and bumps a per-queue watch
+//! channel for every notification, which is what [`Store::work_signal`] hands to workers.
+//!
+//! [`Store::work_signal`]: durable_core::Store::work_signal
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use durable_postgres_sql::NOTIFY_CHANNEL;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The shortest and longest pause before reconnecting a lost listener connection.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// One watch channel per queue; the value is a generation counter.
+#[derive(Debug, Default)]
+struct Signals {
+    senders: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl Signals {
+    fn subscribe(&self, queue: &str) -> watch::Receiver<u64> {
+        let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        senders
+            .entry(queue.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn bump(&self, queue: &str) {
+        let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = senders.get(queue) {
+            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+
+    fn bump_all(&self) {
+        let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        for sender in senders.values() {
+            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+}
+
+/// The wake-up side of a store: hands out signals and, when listening, runs the listener task
+/// from the first `work_signal` call until the store is dropped.
+#[derive(Debug)]
+pub(crate) struct Wakeups {
+    signals: Arc<Signals>,
+    /// `None`: poll-only.
+    listen: Option<ListenState>,
+}
+
+#[derive(Debug)]
+struct ListenState {
+    options: PgConnectOptions,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Wakeups {
+    /// Listening on a connection made with the options of `pool`.
+    pub(crate) fn listening(pool: &PgPool) -> Self {
+        Wakeups {
+            signals: Arc::default(),
+            listen: Some(ListenState {
+                options: (*pool.connect_options()).clone(),
+                task: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// No listener: signals never change and workers poll.
+    pub(crate) fn poll_only() -> Self {
+        Wakeups {
+            signals: Arc::default(),
+            listen: None,
+        }
+    }
+
+    pub(crate) fn is_listening(&self) -> bool {
+        self.listen.is_some()
+    }
+
+    /// The signal of `queue`, starting the listener if needed.
+    pub(crate) fn signal(&self, queue: &str) -> watch::Receiver<u64> {
+        let receiver = self.signals.subscribe(queue);
+        if let Some(listen) = &self.listen {
+            listen.ensure_started(&self.signals);
+        }
+        receiver
+    }
+}
+
+impl ListenState {
+    fn ensure_started(&self, signals: &Arc<Signals>) {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if task.as_ref().is_some_and(|handle| !handle.is_finished()) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let options = self.options.clone();
+                let signals = Arc::clone(signals);
+                *task = Some(runtime.spawn(listen_loop(options, signals)));
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "work_signal called outside a Tokio runtime: no LISTEN, workers will poll"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        if let Some(listen) = &self.listen {
+            let task = listen.task.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(handle) = task.as_ref() {
+                handle.abort();
+            }
+        }
+    }
+}
+
+async fn connect(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
+    // A pool of its own, of one connection, so the listener never takes a slot of the
+    // application's pool; PgListener uses it to reconnect.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options.clone());
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.ignore_pool_close_event(true);
+    listener.listen(NOTIFY_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Listens until aborted; a lost connection is made again with backoff. Every (re)connection
+/// bumps every queue, since notifications sent while not listening are lost.
+async fn listen_loop(options: PgConnectOptions, signals: Arc<Signals>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        match connect(&options).await {
+            Ok(mut listener) => {
+                tracing::debug!("listening for work notifications");
+                backoff = MIN_BACKOFF;
+                signals.bump_all();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => signals.bump(notification.payload()),
+                        Ok(None) => {
+                            tracing::info!("listener connection lost and made again");
+                            signals.bump_all();
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "listener connection failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "could not LISTEN for work notifications");
+            }
+        }
+        // Missed notifications are covered by the bump after reconnecting and by polling.
+        signals.bump_all();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

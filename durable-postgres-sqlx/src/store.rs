@@ -1,0 +1,414 @@
+//! [`SqlxStore`]: the storage port on a `sqlx::PgPool`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use durable_core::store::{
+    AwaitOutcome, ClaimBatch, ClaimRequest, NewTask, RunRef, SleepOutcome, WakeAt,
+};
+use durable_core::{
+    SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
+};
+use durable_postgres_sql::statements as sql;
+use serde_json::Value;
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Connection, PgPool};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::convert::{count, get, int4, micros, opt_json, opt_micros, to_json};
+use crate::error::{Ctx, map_sqlx, retrying, unexpected};
+use crate::listener::Wakeups;
+use crate::queries::{SpawnArgs, Statement, claimed_run, emit, spawn_result};
+
+/// The most calls one `expire_leases` makes (each recovers a bounded number of tasks).
+const MAX_EXPIRE_CALLS: usize = 100;
+
+/// The [`Store`] of `durable` on PostgreSQL through a [`sqlx::PgPool`].
+///
+/// Every operation is one call of a stored function of `durable-postgres-sql` (one round trip,
+/// one atomic step, a statement prepared once per connection), on the database clock.
+/// Cheap to clone; clones share the pool and the wake-up listener.
+///
+/// Wake-ups: unless built with [`SqlxStore::poll_only`], the first
+/// [`work_signal`](Store::work_signal) starts a background task that `LISTEN`s on a connection
+/// of its own (made with the pool's connect options, outside the pool) and wakes the workers of
+/// a queue as soon as work is announced there. It reconnects with backoff when its connection
+/// drops, and stops when the last clone of the store is dropped.
+///
+/// The schema must exist: see [`migrate`](crate::migrate). Most applications use
+/// [`Durable::builder`](crate::Durable::builder), which migrates and builds the store.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use durable_postgres_sqlx::SqlxStore;
+///
+/// let pool = sqlx::PgPool::connect("postgres://localhost/myapp").await?;
+/// durable_postgres_sqlx::migrate(&pool).await?;
+/// let store = SqlxStore::new(pool);
+/// let client = durable_core::DurableBuilder::new().build_with_store(store).await?;
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqlxStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    wakeups: Wakeups,
+}
+
+impl SqlxStore {
+    /// A store on `pool` that listens for wake-ups.
+    pub fn new(pool: PgPool) -> Self {
+        let wakeups = Wakeups::listening(&pool);
+        SqlxStore {
+            inner: Arc::new(Inner { pool, wakeups }),
+        }
+    }
+
+    /// A store on `pool` without `LISTEN`, for connection poolers that break it (PgBouncer in
+    /// transaction mode...): [`work_signal`](Store::work_signal) never changes and workers find
+    /// work by polling every `WorkerOptions::poll_interval`.
+    pub fn poll_only(pool: PgPool) -> Self {
+        SqlxStore {
+            inner: Arc::new(Inner {
+                pool,
+                wakeups: Wakeups::poll_only(),
+            }),
+        }
+    }
+
+    /// A listening store on a new pool of up to 10 connections to `url`, connected at once. It
+    /// does not migrate: run [`migrate`](crate::migrate) or [`migrate_url`](crate::migrate_url)
+    /// first. This is all a test needs to build the store on a fresh database, e.g. for the
+    /// conformance suite of `durable-testing`.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), durable_core::StoreError> {
+    /// let url = "postgres://localhost/durable_test";
+    /// durable_postgres_sqlx::migrate_url(url).await?;
+    /// let store = durable_postgres_sqlx::SqlxStore::connect(url).await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(url)
+            .await
+            .map_err(|e| map_sqlx(e, Ctx::None))?;
+        Ok(SqlxStore::new(pool))
+    }
+
+    /// The pool the store runs on.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Whether the store listens for wake-ups (`false`: poll-only).
+    pub fn is_listening(&self) -> bool {
+        self.inner.wakeups.is_listening()
+    }
+}
+
+impl SqlxStore {
+    /// Runs one statement on a connection of the pool and reads all its rows, retrying
+    /// deadlocks and serialization failures.
+    ///
+    /// Reading to the end means the call returns once the statement's transaction has
+    /// committed. After an error, the connection is waited on until the server has rolled the
+    /// transaction back (PostgreSQL reports the error first): a caller's next call never finds
+    /// rows still locked by this one.
+    async fn rows<'q, F>(&self, ctx: Ctx<'_>, statement: F) -> Result<Vec<PgRow>, StoreError>
+    where
+        F: Fn() -> Statement<'q>,
+    {
+        retrying(|| async {
+            let mut connection = self.pool().acquire().await.map_err(|e| map_sqlx(e, ctx))?;
+            match statement().fetch_all(&mut *connection).await {
+                Ok(rows) => Ok(rows),
+                Err(error) => {
+                    if let Err(ping) = connection.ping().await {
+                        tracing::debug!(error = %ping, "connection unusable after an error");
+                    }
+                    Err(map_sqlx(error, ctx))
+                }
+            }
+        })
+        .await
+    }
+
+    /// [`SqlxStore::rows`] for a statement that returns exactly one row.
+    async fn row<'q, F>(&self, ctx: Ctx<'_>, statement: F) -> Result<PgRow, StoreError>
+    where
+        F: Fn() -> Statement<'q>,
+    {
+        let mut rows = self.rows(ctx, statement).await?;
+        if rows.is_empty() {
+            return Err(unexpected("a durable function returned no row"));
+        }
+        Ok(rows.swap_remove(0))
+    }
+}
+
+#[async_trait]
+impl Store for SqlxStore {
+    async fn ensure_queue(&self, queue: &str) -> Result<(), StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        self.rows(Ctx::None, || sqlx::query(sql::ENSURE_QUEUE).bind(queue))
+            .await?;
+        Ok(())
+    }
+
+    async fn spawn(&self, task: NewTask) -> Result<SpawnResult, StoreError> {
+        let args = SpawnArgs::new(&task)?;
+        let row = self.row(Ctx::None, || args.statement()).await?;
+        spawn_result(&row)
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<ClaimBatch, StoreError> {
+        policy::validate_queue_name(&request.queue).map_err(StoreError::invalid)?;
+        let lease = micros("lease", request.lease)?;
+        let limit = int4(request.limit as u64);
+        let rows = self
+            .rows(Ctx::None, || {
+                sqlx::query(sql::CLAIM_RUNS)
+                    .bind(&request.queue)
+                    .bind(&request.worker_id)
+                    .bind(&request.task_names)
+                    .bind(limit)
+                    .bind(lease)
+            })
+            .await?;
+        // The runs, then one summary row without a task.
+        let (summary, claimed) = rows
+            .split_last()
+            .ok_or_else(|| unexpected("claim_runs returned no summary row"))?;
+        if get::<Option<Uuid>>(summary, "task_id")?.is_some() {
+            return Err(unexpected("claim_runs did not end with its summary row"));
+        }
+        let now = get(summary, "store_now")?;
+        let runs = claimed
+            .iter()
+            .map(|row| claimed_run(&request.queue, row, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClaimBatch {
+            runs,
+            now,
+            next_wake_at: get(summary, "next_wake_at")?,
+        })
+    }
+
+    async fn expire_leases(&self, queue: &str) -> Result<u64, StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        let mut recovered = 0u64;
+        for _ in 0..MAX_EXPIRE_CALLS {
+            let row = self
+                .row(Ctx::None, || sqlx::query(sql::EXPIRE_LEASES).bind(queue))
+                .await?;
+            let count: i64 = get(&row, "recovered")?;
+            recovered += u64::try_from(count).unwrap_or(0);
+            if !get::<bool>(&row, "more")? {
+                break;
+            }
+        }
+        Ok(recovered)
+    }
+
+    async fn write_checkpoint(
+        &self,
+        run: &RunRef,
+        name: &str,
+        value: Value,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let lease = micros("lease", lease)?;
+        self.rows(Ctx::Run(run), || {
+            sqlx::query(sql::WRITE_CHECKPOINT)
+                .bind(&run.queue)
+                .bind(run.task_id)
+                .bind(run.run_id)
+                .bind(name)
+                .bind(Json(&value))
+                .bind(lease)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn extend_lease(&self, run: &RunRef, lease: Duration) -> Result<(), StoreError> {
+        let lease = micros("lease", lease)?;
+        self.rows(Ctx::Run(run), || {
+            sqlx::query(sql::EXTEND_LEASE)
+                .bind(&run.queue)
+                .bind(run.task_id)
+                .bind(run.run_id)
+                .bind(lease)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn sleep(
+        &self,
+        run: &RunRef,
+        name: &str,
+        wake: WakeAt,
+        lease: Duration,
+    ) -> Result<SleepOutcome, StoreError> {
+        let lease = micros("lease", lease)?;
+        let (after, at) = match wake {
+            WakeAt::After(duration) => (Some(micros("sleep", duration)?), None),
+            WakeAt::At(at) => (None, Some(at)),
+        };
+        let row = self
+            .row(Ctx::Run(run), || {
+                sqlx::query(sql::SLEEP_RUN)
+                    .bind(&run.queue)
+                    .bind(run.task_id)
+                    .bind(run.run_id)
+                    .bind(name)
+                    .bind(after)
+                    .bind(at)
+                    .bind(lease)
+            })
+            .await?;
+        let outcome: String = get(&row, "outcome")?;
+        match outcome.as_str() {
+            "elapsed" => Ok(SleepOutcome::Elapsed),
+            "suspended" => Ok(SleepOutcome::Suspended {
+                wake_at: get(&row, "wake_at")?,
+            }),
+            other => Err(unexpected(format!("sleep_run returned outcome {other:?}"))),
+        }
+    }
+
+    async fn await_event(
+        &self,
+        run: &RunRef,
+        name: &str,
+        event_name: &str,
+        timeout: Option<Duration>,
+        lease: Duration,
+    ) -> Result<AwaitOutcome, StoreError> {
+        let lease = micros("lease", lease)?;
+        let timeout = opt_micros("event timeout", timeout)?;
+        let row = self
+            .row(Ctx::Run(run), || {
+                sqlx::query(sql::AWAIT_EVENT)
+                    .bind(&run.queue)
+                    .bind(run.task_id)
+                    .bind(run.run_id)
+                    .bind(name)
+                    .bind(event_name)
+                    .bind(timeout)
+                    .bind(lease)
+            })
+            .await?;
+        let outcome: String = get(&row, "outcome")?;
+        match outcome.as_str() {
+            "received" => Ok(AwaitOutcome::Received(
+                opt_json::<Value>(&row, "payload")?.unwrap_or(Value::Null),
+            )),
+            "timed_out" => Ok(AwaitOutcome::TimedOut),
+            "suspended" => Ok(AwaitOutcome::Suspended),
+            other => Err(unexpected(format!(
+                "await_event returned outcome {other:?}"
+            ))),
+        }
+    }
+
+    async fn emit_event(
+        &self,
+        queue: &str,
+        name: &str,
+        payload: Value,
+    ) -> Result<bool, StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        let row = self.row(Ctx::None, || emit(queue, name, &payload)).await?;
+        get(&row, "first")
+    }
+
+    async fn complete_run(&self, run: &RunRef, output: Value) -> Result<(), StoreError> {
+        self.rows(Ctx::Run(run), || {
+            sqlx::query(sql::COMPLETE_RUN)
+                .bind(&run.queue)
+                .bind(run.task_id)
+                .bind(run.run_id)
+                .bind(Json(&output))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_run(
+        &self,
+        run: &RunRef,
+        error: TaskErrorInfo,
+        retry_after: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let retry_after = opt_micros("retry delay", retry_after)?;
+        let error = to_json("error", &error)?;
+        self.rows(Ctx::Run(run), || {
+            sqlx::query(sql::FAIL_RUN)
+                .bind(&run.queue)
+                .bind(run.task_id)
+                .bind(run.run_id)
+                .bind(Json(&error))
+                .bind(retry_after)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn cancel_task(&self, queue: &str, task_id: Uuid) -> Result<bool, StoreError> {
+        let row = self
+            .row(Ctx::Task { queue, task_id }, || {
+                sqlx::query(sql::CANCEL_TASK).bind(queue).bind(task_id)
+            })
+            .await?;
+        get(&row, "cancelled")
+    }
+
+    async fn retry_task(&self, queue: &str, task_id: Uuid) -> Result<SpawnResult, StoreError> {
+        let row = self
+            .row(Ctx::Task { queue, task_id }, || {
+                sqlx::query(sql::RETRY_TASK).bind(queue).bind(task_id)
+            })
+            .await?;
+        Ok(SpawnResult {
+            task_id: get(&row, "task_id")?,
+            run_id: get(&row, "run_id")?,
+            attempt: count(&row, "attempt")?,
+            created: false,
+        })
+    }
+
+    async fn task_result(&self, task_id: Uuid) -> Result<Option<TaskPollResult>, StoreError> {
+        let rows = self
+            .rows(Ctx::None, || sqlx::query(sql::TASK_RESULT).bind(task_id))
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let state: String = get(row, "state")?;
+        let status = TaskStatus::parse(&state)
+            .ok_or_else(|| unexpected(format!("task {task_id} has unknown state {state:?}")))?;
+        Ok(Some(TaskPollResult {
+            task_id,
+            status,
+            output: opt_json(row, "output")?,
+            error: opt_json::<TaskErrorInfo>(row, "last_error")?,
+        }))
+    }
+
+    fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
+        self.inner.wakeups.signal(queue)
+    }
+}
