@@ -1,0 +1,260 @@
+//! Wake-ups: a background task `LISTEN`s on the `durable` channel on a connection of its own
+//! and bumps a per-queue watch channel for every notification, which is what
+//! [`Store::work_signal`] hands to workers.
+//!
+//! [`Store::work_signal`]: durable_core::Store::work_signal
+
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+
+use durable_postgres_sql::NOTIFY_CHANNEL;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect, TlsStream};
+use tokio_postgres::{AsyncMessage, Client, Connection, Socket};
+
+use crate::connect::SharedConnector;
+
+/// The shortest and longest pause before reconnecting a lost listener connection.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// TCP keepalive idle time of the listener connection, so that a silently dropped connection
+/// is noticed (and made again) within about a minute rather than hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
+/// How long making the listener connection may take before it is tried again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One watch channel per queue; the value is a generation counter.
+#[derive(Debug, Default)]
+pub(crate) struct Signals {
+    senders: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl Signals {
+    fn subscribe(&self, queue: &str) -> watch::Receiver<u64> {
+        let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        senders
+            .entry(queue.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn bump(&self, queue: &str) {
+        let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = senders.get(queue) {
+            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+
+    fn bump_all(&self) {
+        let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        for sender in senders.values() {
+            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+}
+
+/// The wake-up side of a store: hands out signals and, when listening, runs the listener task
+/// from the first `work_signal` call until the store is dropped.
+#[derive(Debug)]
+pub(crate) struct Wakeups {
+    signals: Arc<Signals>,
+    /// `None`: poll-only.
+    listen: Option<ListenState>,
+}
+
+#[derive(Debug)]
+struct ListenState {
+    config: tokio_postgres::Config,
+    connector: SharedConnector,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Wakeups {
+    /// Listening on connections made with `config` and `connector`.
+    pub(crate) fn listening(
+        mut config: tokio_postgres::Config,
+        connector: SharedConnector,
+    ) -> Self {
+        if config.get_keepalives_idle() > KEEPALIVE_IDLE {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        Wakeups {
+            signals: Arc::default(),
+            listen: Some(ListenState {
+                config,
+                connector,
+                task: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// No listener: signals never change and workers poll.
+    pub(crate) fn poll_only() -> Self {
+        Wakeups {
+            signals: Arc::default(),
+            listen: None,
+        }
+    }
+
+    pub(crate) fn is_listening(&self) -> bool {
+        self.listen.is_some()
+    }
+
+    /// The signal of `queue`, starting the listener if needed.
+    pub(crate) fn signal(&self, queue: &str) -> watch::Receiver<u64> {
+        let receiver = self.signals.subscribe(queue);
+        if let Some(listen) = &self.listen {
+            listen.ensure_started(&self.signals);
+        }
+        receiver
+    }
+}
+
+impl ListenState {
+    fn ensure_started(&self, signals: &Arc<Signals>) {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if task.as_ref().is_some_and(|handle| !handle.is_finished()) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let listen = self
+                    .connector
+                    .0
+                    .listen(self.config.clone(), Arc::clone(signals));
+                *task = Some(runtime.spawn(listen));
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "work_signal called outside a Tokio runtime: no LISTEN, workers will poll"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        if let Some(listen) = &self.listen {
+            let task = listen.task.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(handle) = task.as_ref() {
+                handle.abort();
+            }
+        }
+    }
+}
+
+/// Listens until aborted; a lost connection is made again with backoff. Every (re)connection
+/// bumps every queue, since notifications sent while not listening are lost.
+pub(crate) async fn listen_loop<T>(config: tokio_postgres::Config, tls: T, signals: Arc<Signals>)
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync,
+    T::TlsConnect: Send + Sync,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls.clone())).await {
+            Ok(Ok((client, connection))) => {
+                let (listened, result) = drive(&client, connection, &signals).await;
+                if listened {
+                    backoff = MIN_BACKOFF;
+                }
+                match result {
+                    Ok(()) => tracing::info!("listener connection closed; reconnecting"),
+                    Err(error) => {
+                        tracing::warn!(%error, "listener connection failed; reconnecting");
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, retry_in = ?backoff, "could not LISTEN for work notifications");
+            }
+            Err(_) => {
+                tracing::warn!(retry_in = ?backoff, "connecting to LISTEN for work notifications timed out");
+            }
+        }
+        // Missed notifications are covered by the bump after reconnecting and by polling.
+        signals.bump_all();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sends `LISTEN` on `client` and drives its connection, forwarding notifications of the
+/// `durable` channel, until the connection ends. Returns whether `LISTEN` succeeded, and how
+/// the connection ended.
+async fn drive<S, T>(
+    client: &Client,
+    mut connection: Connection<S, T>,
+    signals: &Signals,
+) -> (bool, Result<(), tokio_postgres::Error>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: TlsStream + Unpin,
+{
+    let statement = listen_statement();
+    let mut listen = pin!(client.batch_execute(&statement));
+    let mut listening = false;
+    let result = poll_fn(|cx| {
+        if !listening && let Poll::Ready(result) = listen.as_mut().poll(cx) {
+            result?;
+            listening = true;
+            tracing::debug!("listening for work notifications");
+            signals.bump_all();
+        }
+        loop {
+            match connection.poll_message(cx) {
+                Poll::Ready(Some(Ok(AsyncMessage::Notification(notification)))) => {
+                    if notification.channel() == NOTIFY_CHANNEL {
+                        signals.bump(notification.payload());
+                    }
+                }
+                Poll::Ready(Some(Ok(_))) => {} // a notice
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    (listening, result)
+}
+
+/// `LISTEN "durable"`: the channel is a constant of `durable-postgres-sql`, quoted as an
+/// identifier (sqlx's `PgListener::listen` sends the same).
+fn listen_statement() -> String {
+    format!("LISTEN \"{}\"", NOTIFY_CHANNEL.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bumps_reach_subscribers_of_their_queue_only() {
+        let signals = Signals::default();
+        let a = signals.subscribe("a");
+        let b = signals.subscribe("b");
+        signals.bump("a");
+        signals.bump("unknown");
+        assert!(a.has_changed().unwrap_or(false));
+        assert!(!b.has_changed().unwrap_or(true));
+        signals.bump_all();
+        assert!(b.has_changed().unwrap_or(false));
+    }
+
+    #[test]
+    fn listen_statement_quotes_the_channel() {
+        assert_eq!(listen_statement(), "LISTEN \"durable\"");
+    }
+}

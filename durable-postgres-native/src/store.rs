@@ -1,0 +1,435 @@
+//! [`NativeStore`]: the storage port on a `deadpool_postgres::Pool` of tokio-postgres
+//! connections.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Object, Pool};
+use durable_core::store::{
+    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, NewTask, RunRef, SleepOutcome, WakeAt,
+};
+use durable_core::{
+    SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
+};
+use durable_postgres_sql::statements as sql;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_postgres::Row;
+use tokio_postgres::Socket;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::connect::SharedConnector;
+use crate::convert::{count, get, int4, json, micros, opt_json, opt_micros, to_json};
+use crate::error::{Ctx, STORE, map_pg, map_pool, retrying, unexpected};
+use crate::executor::private::Sealed;
+use crate::executor::{emit_on, spawn_on};
+use crate::listener::Wakeups;
+
+/// The most calls one `expire_leases` makes (each recovers a bounded number of tasks).
+const MAX_EXPIRE_CALLS: usize = 100;
+
+/// The [`Store`] of `durable` on PostgreSQL through a [`deadpool_postgres::Pool`] of
+/// tokio-postgres connections.
+///
+/// Every operation is one call of a stored function of `durable-postgres-sql` (one round trip,
+/// one atomic step, a statement prepared once per connection through the pool's statement
+/// cache), on the database clock. Cheap to clone; clones share the pool and the wake-up
+/// listener.
+///
+/// Wake-ups: unless built with [`NativeStore::poll_only`], the first
+/// [`work_signal`](Store::work_signal) starts a background task that `LISTEN`s on a connection
+/// of its own, outside the pool (a deadpool pool drives its connections itself and drops their
+/// notifications), and wakes the workers of a queue as soon as work is announced there. That
+/// connection is made from the [`tokio_postgres::Config`] given to [`NativeStore::new`] (a
+/// pool does not reveal its settings). It reconnects with backoff when its connection drops,
+/// and stops when the last clone of the store is dropped.
+///
+/// The schema must exist: see [`migrate`](crate::migrate). Most applications use
+/// [`Durable::builder`](crate::Durable::builder), which migrates and builds the store.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use durable_postgres_native::NativeStore;
+/// use durable_postgres_native::deadpool_postgres::{Manager, Pool};
+/// use durable_postgres_native::tokio_postgres::{Config, NoTls};
+///
+/// let config: Config = "postgres://localhost/myapp".parse()?;
+/// let pool = Pool::builder(Manager::new(config.clone(), NoTls)).max_size(10).build()?;
+/// durable_postgres_native::migrate(&pool).await?;
+/// let store = NativeStore::new(pool, config);
+/// let client = durable_core::DurableBuilder::new().build_with_store(store).await?;
+/// // The client with the transactional `_with` methods:
+/// let client = durable_postgres_native::Durable::from(client);
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NativeStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Pool,
+    wakeups: Wakeups,
+}
+
+impl NativeStore {
+    /// A store on `pool` that listens for wake-ups on a connection made from `config` without
+    /// TLS (use [`NativeStore::with_tls`] for TLS). `config` is normally the one the pool was
+    /// made from.
+    pub fn new(pool: Pool, config: tokio_postgres::Config) -> Self {
+        Self::listening(pool, config, SharedConnector::no_tls())
+    }
+
+    /// A store on `pool` that listens for wake-ups on a connection made from `config` with the
+    /// TLS connector `tls` (for example `postgres-native-tls`'s or `tokio-postgres-rustls`'s
+    /// `MakeTlsConnector`, the one the pool's manager was given).
+    pub fn with_tls<T>(pool: Pool, config: tokio_postgres::Config, tls: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + Sync,
+        T::TlsConnect: Send + Sync,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        Self::listening(pool, config, SharedConnector::new(tls))
+    }
+
+    pub(crate) fn listening(
+        pool: Pool,
+        config: tokio_postgres::Config,
+        connector: SharedConnector,
+    ) -> Self {
+        NativeStore {
+            inner: Arc::new(Inner {
+                pool,
+                wakeups: Wakeups::listening(config, connector),
+            }),
+        }
+    }
+
+    /// A store on `pool` without `LISTEN`, for connection poolers that break it (PgBouncer in
+    /// transaction mode...): [`work_signal`](Store::work_signal) never changes and workers find
+    /// work by polling every `WorkerOptions::poll_interval`.
+    pub fn poll_only(pool: Pool) -> Self {
+        NativeStore {
+            inner: Arc::new(Inner {
+                pool,
+                wakeups: Wakeups::poll_only(),
+            }),
+        }
+    }
+
+    /// A listening store on a new pool of up to 10 connections to `url` (without TLS), one
+    /// connection made at once to check that the database answers. It does not migrate: run
+    /// [`migrate`](crate::migrate) or [`migrate_url`](crate::migrate_url) first. This is all a
+    /// test needs to build the store on a fresh database, e.g. for the conformance suite of
+    /// `durable-testing`.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), durable_core::StoreError> {
+    /// let url = "postgres://localhost/durable_test";
+    /// durable_postgres_native::migrate_url(url).await?;
+    /// let store = durable_postgres_native::NativeStore::connect(url).await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::invalid(format!("invalid database URL: {e}")))?;
+        let connector = SharedConnector::no_tls();
+        let pool = connector
+            .pool(config.clone(), 10)
+            .map_err(|e| StoreError::backend(STORE, e))?;
+        drop(pool.get().await.map_err(map_pool)?);
+        Ok(Self::listening(pool, config, connector))
+    }
+
+    /// The pool the store runs on.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Whether the store listens for wake-ups (`false`: poll-only).
+    pub fn is_listening(&self) -> bool {
+        self.inner.wakeups.is_listening()
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.inner.pool.get().await.map_err(map_pool)
+    }
+
+    /// Runs `statement` on a pooled connection (prepared once per connection), retrying
+    /// transient failures.
+    async fn rows(
+        &self,
+        statement: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+        ctx: Ctx<'_>,
+    ) -> Result<Vec<Row>, StoreError> {
+        retrying(|| async {
+            let client = self.client().await?;
+            client
+                .run(statement, &[], params)
+                .await
+                .map_err(|e| map_pg(e, ctx))
+        })
+        .await
+    }
+
+    /// [`rows`](Self::rows) for a statement that returns exactly one row.
+    async fn one(
+        &self,
+        statement: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+        ctx: Ctx<'_>,
+    ) -> Result<Row, StoreError> {
+        let mut rows = self.rows(statement, params, ctx).await?;
+        if rows.is_empty() {
+            return Err(unexpected(format!("`{statement}` returned no row")));
+        }
+        Ok(rows.swap_remove(0))
+    }
+}
+
+fn claimed_run(
+    queue: &str,
+    row: &Row,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<ClaimedRun, StoreError> {
+    Ok(ClaimedRun {
+        run: RunRef {
+            queue: queue.to_owned(),
+            task_id: get(row, "task_id")?,
+            run_id: get(row, "run_id")?,
+        },
+        task_name: get(row, "task_name")?,
+        params: json(row, "params")?,
+        headers: json(row, "headers")?,
+        attempt: count(row, "attempt")?,
+        max_attempts: count(row, "max_attempts")?,
+        retry_strategy: json(row, "retry_strategy")?,
+        cancellation: json(row, "cancellation")?,
+        parent_task_id: get(row, "parent_task_id")?,
+        created_at: get(row, "created_at")?,
+        first_started_at: get(row, "first_started_at")?,
+        now,
+        checkpoints: json::<HashMap<String, Value>>(row, "checkpoints")?,
+    })
+}
+
+#[async_trait]
+impl Store for NativeStore {
+    async fn ensure_queue(&self, queue: &str) -> Result<(), StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        self.rows(sql::ENSURE_QUEUE, &[&queue], Ctx::None).await?;
+        Ok(())
+    }
+
+    async fn spawn(&self, task: NewTask) -> Result<SpawnResult, StoreError> {
+        retrying(|| async { spawn_on(&self.client().await?, &task).await }).await
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<ClaimBatch, StoreError> {
+        policy::validate_queue_name(&request.queue).map_err(StoreError::invalid)?;
+        let lease = micros("lease", request.lease)?;
+        let limit = int4(request.limit as u64);
+        let params: [&(dyn ToSql + Sync); 5] = [
+            &request.queue,
+            &request.worker_id,
+            &request.task_names,
+            &limit,
+            &lease,
+        ];
+        let rows = self.rows(sql::CLAIM_RUNS, &params, Ctx::None).await?;
+        let summary = rows
+            .iter()
+            .find(|row| matches!(get::<Option<Uuid>>(row, "task_id"), Ok(None)))
+            .ok_or_else(|| unexpected("claim_runs returned no summary row"))?;
+        let now = get(summary, "store_now")?;
+        let next_wake_at = get(summary, "next_wake_at")?;
+        let mut runs = Vec::with_capacity(rows.len().saturating_sub(1));
+        for row in &rows {
+            if get::<Option<Uuid>>(row, "task_id")?.is_some() {
+                runs.push(claimed_run(&request.queue, row, now)?);
+            }
+        }
+        Ok(ClaimBatch {
+            runs,
+            now,
+            next_wake_at,
+        })
+    }
+
+    async fn expire_leases(&self, queue: &str) -> Result<u64, StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        let mut recovered = 0u64;
+        for _ in 0..MAX_EXPIRE_CALLS {
+            let row = self.one(sql::EXPIRE_LEASES, &[&queue], Ctx::None).await?;
+            let count: i64 = get(&row, "recovered")?;
+            recovered += u64::try_from(count).unwrap_or(0);
+            if !get::<bool>(&row, "more")? {
+                break;
+            }
+        }
+        Ok(recovered)
+    }
+
+    async fn write_checkpoint(
+        &self,
+        run: &RunRef,
+        name: &str,
+        value: Value,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let lease = micros("lease", lease)?;
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&run.queue, &run.task_id, &run.run_id, &name, &value, &lease];
+        self.rows(sql::WRITE_CHECKPOINT, &params, Ctx::Run(run))
+            .await?;
+        Ok(())
+    }
+
+    async fn extend_lease(&self, run: &RunRef, lease: Duration) -> Result<(), StoreError> {
+        let lease = micros("lease", lease)?;
+        let params: [&(dyn ToSql + Sync); 4] = [&run.queue, &run.task_id, &run.run_id, &lease];
+        self.rows(sql::EXTEND_LEASE, &params, Ctx::Run(run)).await?;
+        Ok(())
+    }
+
+    async fn sleep(
+        &self,
+        run: &RunRef,
+        name: &str,
+        wake: WakeAt,
+        lease: Duration,
+    ) -> Result<SleepOutcome, StoreError> {
+        let lease = micros("lease", lease)?;
+        let (after, at) = match wake {
+            WakeAt::After(duration) => (Some(micros("sleep", duration)?), None),
+            WakeAt::At(at) => (None, Some(at)),
+        };
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &run.queue,
+            &run.task_id,
+            &run.run_id,
+            &name,
+            &after,
+            &at,
+            &lease,
+        ];
+        let row = self.one(sql::SLEEP_RUN, &params, Ctx::Run(run)).await?;
+        let outcome: &str = get(&row, "outcome")?;
+        match outcome {
+            "elapsed" => Ok(SleepOutcome::Elapsed),
+            "suspended" => Ok(SleepOutcome::Suspended {
+                wake_at: get(&row, "wake_at")?,
+            }),
+            other => Err(unexpected(format!("sleep_run returned outcome {other:?}"))),
+        }
+    }
+
+    async fn await_event(
+        &self,
+        run: &RunRef,
+        name: &str,
+        event_name: &str,
+        timeout: Option<Duration>,
+        lease: Duration,
+    ) -> Result<AwaitOutcome, StoreError> {
+        let lease = micros("lease", lease)?;
+        let timeout = opt_micros("event timeout", timeout)?;
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &run.queue,
+            &run.task_id,
+            &run.run_id,
+            &name,
+            &event_name,
+            &timeout,
+            &lease,
+        ];
+        let row = self.one(sql::AWAIT_EVENT, &params, Ctx::Run(run)).await?;
+        let outcome: &str = get(&row, "outcome")?;
+        match outcome {
+            "received" => Ok(AwaitOutcome::Received(
+                opt_json::<Value>(&row, "payload")?.unwrap_or(Value::Null),
+            )),
+            "timed_out" => Ok(AwaitOutcome::TimedOut),
+            "suspended" => Ok(AwaitOutcome::Suspended),
+            other => Err(unexpected(format!(
+                "await_event returned outcome {other:?}"
+            ))),
+        }
+    }
+
+    async fn emit_event(
+        &self,
+        queue: &str,
+        name: &str,
+        payload: Value,
+    ) -> Result<bool, StoreError> {
+        retrying(|| async { emit_on(&self.client().await?, queue, name, &payload).await }).await
+    }
+
+    async fn complete_run(&self, run: &RunRef, output: Value) -> Result<(), StoreError> {
+        let params: [&(dyn ToSql + Sync); 4] = [&run.queue, &run.task_id, &run.run_id, &output];
+        self.rows(sql::COMPLETE_RUN, &params, Ctx::Run(run)).await?;
+        Ok(())
+    }
+
+    async fn fail_run(
+        &self,
+        run: &RunRef,
+        error: TaskErrorInfo,
+        retry_after: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let retry_after = opt_micros("retry delay", retry_after)?;
+        let error = to_json("error", &error)?;
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&run.queue, &run.task_id, &run.run_id, &error, &retry_after];
+        self.rows(sql::FAIL_RUN, &params, Ctx::Run(run)).await?;
+        Ok(())
+    }
+
+    async fn cancel_task(&self, queue: &str, task_id: Uuid) -> Result<bool, StoreError> {
+        let ctx = Ctx::Task { queue, task_id };
+        let row = self.one(sql::CANCEL_TASK, &[&queue, &task_id], ctx).await?;
+        get(&row, "cancelled")
+    }
+
+    async fn retry_task(&self, queue: &str, task_id: Uuid) -> Result<SpawnResult, StoreError> {
+        let ctx = Ctx::Task { queue, task_id };
+        let row = self.one(sql::RETRY_TASK, &[&queue, &task_id], ctx).await?;
+        Ok(SpawnResult {
+            task_id: get(&row, "task_id")?,
+            run_id: get(&row, "run_id")?,
+            attempt: count(&row, "attempt")?,
+            created: false,
+        })
+    }
+
+    async fn task_result(&self, task_id: Uuid) -> Result<Option<TaskPollResult>, StoreError> {
+        let rows = self.rows(sql::TASK_RESULT, &[&task_id], Ctx::None).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let state: &str = get(row, "state")?;
+        let status = TaskStatus::parse(state)
+            .ok_or_else(|| unexpected(format!("task {task_id} has unknown state {state:?}")))?;
+        Ok(Some(TaskPollResult {
+            task_id,
+            status,
+            output: opt_json(row, "output")?,
+            error: opt_json::<TaskErrorInfo>(row, "last_error")?,
+        }))
+    }
+
+    fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
+        self.inner.wakeups.signal(queue)
+    }
+}
