@@ -34,6 +34,8 @@ const OVERALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// A running container.
 #[derive(Debug)]
 pub(crate) struct Container {
+    /// The container's name.
+    pub(crate) name: String,
     /// The host the mapped port is on (loopback for a local engine).
     pub(crate) host: String,
     /// The host port mapped to the container's 5432.
@@ -165,6 +167,7 @@ pub(crate) async fn start(image: &str) -> Result<Container, String> {
         host
     };
     Ok(Container {
+        name,
         host,
         port,
         watchdog,

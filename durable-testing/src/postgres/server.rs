@@ -37,6 +37,8 @@ pub enum ServerSource {
     Container {
         /// The image it was started from.
         image: String,
+        /// The container's name, for tests that pause or stop it (`docker pause NAME`).
+        name: String,
     },
     /// A throwaway cluster from local PostgreSQL binaries, stopped and deleted when the
     /// process exits.
@@ -223,6 +225,7 @@ impl PgServer {
         let server = PgServer {
             source: ServerSource::Container {
                 image: image.to_owned(),
+                name: container.name.clone(),
             },
             base,
             admin_url,
