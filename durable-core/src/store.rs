@@ -181,7 +181,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a task, pending (after `delay` if set), with attempt 1 and a fresh run. With an
     /// idempotency key that already exists in the queue, returns that task (`created: false`)
-    /// and creates nothing.
+    /// and creates nothing. A subtask whose parent has ended (or does not exist) is refused with
+    /// [`StoreError::Conflict`], so no subtask escapes its parent's cascade.
     async fn spawn(&self, task: NewTask) -> Result<SpawnResult, StoreError>;
 
     /// Claims up to `limit` tasks of the queue whose names are in `task_names` and that are

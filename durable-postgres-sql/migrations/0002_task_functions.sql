@@ -203,9 +203,21 @@ DECLARE
     v_now     timestamptz := clock_timestamp();
     v_task_id uuid := durable.uuid_v7();
     v_run_id  uuid := durable.uuid_v7();
+    v_parent_state text;
 BEGIN
     IF p_max_attempts IS NULL OR p_max_attempts < 1 THEN
         RAISE EXCEPTION 'max_attempts must be at least 1' USING ERRCODE = 'UD005';
+    END IF;
+    IF p_parent_task_id IS NOT NULL THEN
+        -- A subtask of a task that has ended would escape its cascade: refuse it. The shared
+        -- lock makes a concurrent cancel of the parent wait for this spawn, so its cascade
+        -- sees the new child (parent before child, as in every lock order here).
+        SELECT t.state INTO v_parent_state FROM durable.tasks t
+         WHERE t.task_id = p_parent_task_id FOR SHARE;
+        IF v_parent_state IS NULL OR v_parent_state IN ('completed', 'failed', 'cancelled') THEN
+            RAISE EXCEPTION 'parent task % has ended (%): it cannot spawn subtasks',
+                p_parent_task_id, coalesce(v_parent_state, 'not found') USING ERRCODE = 'UD004';
+        END IF;
     END IF;
     INSERT INTO durable.queues (queue_name) VALUES (p_queue) ON CONFLICT DO NOTHING;
     INSERT INTO durable.tasks (task_id, queue_name, task_name, params, headers, max_attempts,

@@ -415,6 +415,15 @@ impl Store for MemoryStore {
         };
         let result = {
             let mut state = self.lock();
+            if let Some(parent) = task.parent_task_id {
+                let parent_state = state.tasks.get(&parent).map(|row| row.state);
+                if parent_state.is_none_or(TaskStatus::is_terminal) {
+                    return Err(StoreError::conflict(format!(
+                        "parent task {parent} has ended ({}): it cannot spawn subtasks",
+                        parent_state.map_or("not found", TaskStatus::as_str)
+                    )));
+                }
+            }
             if let Some(key) = &task.idempotency_key
                 && let Some(existing) = state.idempotency.get(&(task.queue.clone(), key.clone()))
                 && let Some(row) = state.tasks.get(existing)

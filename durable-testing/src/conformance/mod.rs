@@ -262,6 +262,7 @@ macro_rules! conformance_tests {
             subtasks::spawn_is_checkpointed,
             subtasks::cancelling_a_parent_cancels_its_children,
             subtasks::failing_parent_cancels_its_children,
+            subtasks::subtask_of_an_ended_parent_is_refused,
             cancellation::cancelled_pending_task_never_runs,
             cancellation::cancel_reaches_running_task_at_next_durable_call,
             cancellation::cancel_of_unknown_task_is_not_found,

@@ -147,3 +147,31 @@ pub async fn failing_parent_cancels_its_children<B: StoreBuilder>(b: &B) {
     let kid = case.reported("spawned:kid");
     assert_eq!(case.status(kid).await, TaskStatus::Cancelled);
 }
+
+pub async fn subtask_of_an_ended_parent_is_refused<B: StoreBuilder>(b: &B) {
+    use durable_core::{Store, StoreError};
+    let case = Case::new(b).await;
+    let parent = case.spawn(vec![never()]).await;
+    let child_of = |parent| {
+        let mut task = case
+            .client
+            .prepare_spawn::<super::script::ScriptTask>(case.script(vec![]), Default::default())
+            .unwrap();
+        task.parent_task_id = Some(parent);
+        task
+    };
+    case.store.spawn(child_of(parent)).await.unwrap();
+    assert!(case.client.cancel_task(parent, None).await.unwrap());
+    let late = case.store.spawn(child_of(parent)).await;
+    assert!(matches!(late, Err(StoreError::Conflict { .. })), "{late:?}");
+    let orphan = case.store.spawn(child_of(Uuid::new_v4())).await;
+    assert!(
+        matches!(orphan, Err(StoreError::Conflict { .. })),
+        "{orphan:?}"
+    );
+    assert_eq!(
+        case.run().await,
+        0,
+        "the first child was cancelled with its parent"
+    );
+}
