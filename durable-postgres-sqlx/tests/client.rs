@@ -115,7 +115,12 @@ async fn migrations_run_twice_and_concurrently() {
         .collect();
     assert_eq!(versions, expected);
     let locks: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        // pg_locks spans the server: count only this database's single-key advisory locks
+        // (the migration lock; event locks take two keys).
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
             .fetch_one(&pool)
             .await
             .unwrap();
