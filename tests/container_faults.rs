@@ -106,9 +106,12 @@ async fn survive_pause_and_killed_connections<S: Store + Clone>(
     }
     let worker = client
         .start_worker(
+            // A run whose result could not be recorded while the database was away is
+            // recovered by lease expiry: keep the lease short so that takes seconds.
             WorkerOptions::default()
                 .concurrency(8)
-                .poll_interval(Duration::from_millis(50)),
+                .poll_interval(Duration::from_millis(50))
+                .claim_timeout(Duration::from_secs(5)),
         )
         .await;
     let deadline = Instant::now() + Duration::from_secs(120);
