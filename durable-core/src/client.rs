@@ -26,6 +26,13 @@ pub struct ClientDefaults {
     pub retry_strategy: RetryStrategy,
     /// Cancellation policy when a spawn does not say. Default: none.
     pub cancellation: CancellationPolicy,
+    /// The largest JSON value stored for a task, in bytes of serialized JSON: its params, its
+    /// headers, each step's result, its output, and every event payload it or the client emits.
+    /// A larger value is refused with a clear error (an invalid-input error for the client; a
+    /// failure without retry for a task). Strings holding the NUL character, which
+    /// PostgreSQL cannot store, are refused the same way. Default
+    /// [`policy::DEFAULT_MAX_PAYLOAD_BYTES`] (4 MiB).
+    pub max_payload_bytes: usize,
 }
 
 impl Default for ClientDefaults {
@@ -35,11 +42,18 @@ impl Default for ClientDefaults {
             max_attempts: 5,
             retry_strategy: RetryStrategy::default(),
             cancellation: CancellationPolicy::default(),
+            max_payload_bytes: policy::DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 }
 
 impl ClientDefaults {
+    /// Checks a value about to be stored against [`ClientDefaults::max_payload_bytes`] (and for
+    /// NUL characters); `what` names it in the message.
+    pub fn check_payload(&self, what: &str, value: &Value) -> Result<(), String> {
+        policy::check_payload(what, value, self.max_payload_bytes)
+    }
+
     /// Builds the store's view of a spawn: validates names and options and applies defaults.
     pub fn new_task(
         &self,
@@ -78,6 +92,18 @@ impl ClientDefaults {
             policy::validate_name("idempotency key", key)
                 .map_err(|r| DurableError::invalid("idempotency key", r))?;
         }
+        self.check_payload(&format!("params of task `{task_name}`"), &params)
+            .map_err(|r| DurableError::invalid("params", r))?;
+        if !options.headers.is_empty() {
+            let headers = serde_json::to_value(&options.headers).map_err(|source| {
+                DurableError::Serialization {
+                    what: format!("headers of task `{task_name}`"),
+                    source,
+                }
+            })?;
+            self.check_payload(&format!("headers of task `{task_name}`"), &headers)
+                .map_err(|r| DurableError::invalid("headers", r))?;
+        }
         Ok(NewTask {
             queue,
             task_name: task_name.to_owned(),
@@ -91,6 +117,27 @@ impl ClientDefaults {
             delay: options.delay,
         })
     }
+}
+
+/// The params of a task as JSON, checked to read back as `T::Params`: serde_json writes a NaN
+/// or infinite float as `null`, which a worker could then not read (the task would fail only
+/// when it runs).
+pub(crate) fn params_value<T: Task>(params: &T::Params) -> DurableResult<Value> {
+    let value = serde_json::to_value(params).map_err(|source| DurableError::Serialization {
+        what: format!("params of task `{}`", T::NAME),
+        source,
+    })?;
+    if let Err(source) = <T::Params as serde::Deserialize>::deserialize(&value) {
+        return Err(DurableError::Serialization {
+            what: format!(
+                "params of task `{}` (they do not read back from their JSON; a NaN or infinite \
+                 float becomes null)",
+                T::NAME
+            ),
+            source,
+        });
+    }
+    Ok(value)
 }
 
 fn validate_retry_strategy(strategy: &RetryStrategy) -> DurableResult<()> {
@@ -152,6 +199,13 @@ impl DurableBuilder {
     /// Cancellation policy when a spawn does not say. Default: none.
     pub fn default_cancellation(mut self, policy: CancellationPolicy) -> Self {
         self.defaults.cancellation = policy;
+        self
+    }
+
+    /// The largest JSON value stored for a task: params, headers, step results, output, event
+    /// payloads. Default 4 MiB; see [`ClientDefaults::max_payload_bytes`].
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.defaults.max_payload_bytes = bytes;
         self
     }
 
@@ -290,6 +344,61 @@ impl<S: Store> Durable<S> {
         Ok(self.inner.store.spawn(task).await?)
     }
 
+    /// Spawns one task `T` per element of `params`, all with `options`, in one round trip on
+    /// the PostgreSQL stores (one statement: all are created or none). Returns the results in
+    /// the order of `params`; an empty `params` returns at once.
+    ///
+    /// `options` may not hold an idempotency key (it would make every task the same task): use
+    /// [`Durable::spawn_with_options`] for keyed spawns.
+    pub async fn spawn_many<T: Task>(
+        &self,
+        params: Vec<T::Params>,
+        options: SpawnOptions,
+    ) -> DurableResult<Vec<SpawnResult>> {
+        let tasks = self.prepare_spawn_many::<T>(params, options)?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.inner.store.spawn_many(tasks).await?)
+    }
+
+    /// The store's view of `spawn_many::<T>`: for adapters that spawn inside a caller's
+    /// transaction. Refuses an idempotency key in `options`.
+    pub fn prepare_spawn_many<T: Task>(
+        &self,
+        params: Vec<T::Params>,
+        options: SpawnOptions,
+    ) -> DurableResult<Vec<NewTask>> {
+        if options.idempotency_key.is_some() {
+            return Err(DurableError::invalid(
+                "idempotency key",
+                "spawn_many applies its options to every task, so it takes no idempotency key",
+            ));
+        }
+        let mut tasks = Vec::with_capacity(params.len());
+        let mut params = params.into_iter();
+        let Some(first) = params.next() else {
+            return Ok(tasks);
+        };
+        // Options are checked and defaults applied once; every task then shares them.
+        let mut template = self.prepare_spawn::<T>(first, options)?;
+        let first_params = std::mem::take(&mut template.params);
+        for next in params {
+            let value = params_value::<T>(&next)?;
+            self.inner
+                .defaults
+                .check_payload(&format!("params of task `{}`", T::NAME), &value)
+                .map_err(|r| DurableError::invalid("params", r))?;
+            tasks.push(NewTask {
+                params: value,
+                ..template.clone()
+            });
+        }
+        template.params = first_params;
+        tasks.insert(0, template);
+        Ok(tasks)
+    }
+
     /// Spawns a registered task by name with JSON params, checked against the task's `Params`.
     pub async fn spawn_by_name(
         &self,
@@ -308,11 +417,7 @@ impl<S: Store> Durable<S> {
         params: T::Params,
         options: SpawnOptions,
     ) -> DurableResult<NewTask> {
-        let params =
-            serde_json::to_value(&params).map_err(|source| DurableError::Serialization {
-                what: format!("params of task `{}`", T::NAME),
-                source,
-            })?;
+        let params = params_value::<T>(&params)?;
         self.inner
             .defaults
             .new_task(&self.inner.defaults.queue, T::NAME, params, options)
@@ -363,6 +468,10 @@ impl<S: Store> Durable<S> {
                 what: format!("payload of event `{event_name}`"),
                 source,
             })?;
+        self.inner
+            .defaults
+            .check_payload(&format!("payload of event `{event_name}`"), &payload)
+            .map_err(|r| DurableError::invalid("event payload", r))?;
         Ok((queue, payload))
     }
 

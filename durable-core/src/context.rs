@@ -48,6 +48,10 @@ pub struct TaskContext {
     lease: Duration,
     claimed_now: DateTime<Utc>,
     running_deadline: Option<Instant>,
+    /// When this run's lease has surely expired at the store, by the local clock: the end of
+    /// the last successful fenced call plus the lease it asked for (the store started the lease
+    /// before the answer came back, so this is never early). See [`TaskContext::lease_watch`].
+    lease_deadline: Arc<Mutex<Instant>>,
     state: Mutex<ContextState>,
 }
 
@@ -92,11 +96,33 @@ impl TaskContext {
             lease,
             claimed_now: claimed.now,
             running_deadline,
+            lease_deadline: Arc::new(Mutex::new(Instant::now() + lease)),
             state: Mutex::new(ContextState {
                 checkpoints: claimed.checkpoints,
                 uses: HashMap::new(),
             }),
         }
+    }
+
+    /// The client defaults this run applies (payload limit, subtask defaults).
+    pub(crate) fn defaults(&self) -> Arc<ClientDefaults> {
+        Arc::clone(&self.defaults)
+    }
+
+    /// The moment, by the local clock, after which this run has surely lost its lease; moved
+    /// by every successful fenced call. The worker abandons a run whose code is still running
+    /// then: it can no longer write anything, and its slot is better given to other work.
+    pub(crate) fn lease_watch(&self) -> Arc<Mutex<Instant>> {
+        Arc::clone(&self.lease_deadline)
+    }
+
+    /// Records that a fenced call asking for `lease` succeeded.
+    fn renewed(&self, lease: Duration) {
+        let mut deadline = self
+            .lease_deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *deadline = Instant::now() + lease;
     }
 
     /// The id of this run (one run per attempt).
@@ -147,9 +173,21 @@ impl TaskContext {
                 "step `{key}` returned a value that is not JSON: {e}"
             ))
         })?;
+        // A replay reads the checkpoint back as a `T`: make sure it can, now (a NaN or an
+        // infinite float serializes as null and would fail only on replay).
+        if let Err(e) = T::deserialize(&value) {
+            return Err(TaskError::permanent(format!(
+                "step `{key}` returned a value that does not read back from its JSON (a NaN or \
+                 infinite float becomes null): {e}"
+            )));
+        }
+        self.defaults
+            .check_payload(&format!("result of step `{key}`"), &value)
+            .map_err(TaskError::permanent)?;
         self.store
             .write_checkpoint(&self.run, &key, value.clone(), self.lease)
             .await?;
+        self.renewed(self.lease);
         self.remember(key, value);
         Ok(output)
     }
@@ -177,9 +215,8 @@ impl TaskContext {
                 self.run.queue
             )));
         }
-        let params = serde_json::to_value(&params).map_err(|e| {
-            TaskError::permanent(format!("params of subtask `{name}` are not JSON: {e}"))
-        })?;
+        let params = crate::client::params_value::<T>(&params)
+            .map_err(|e| TaskError::permanent(format!("subtask `{name}`: {e}")))?;
         let idempotency_key = options
             .idempotency_key
             .clone()
@@ -197,6 +234,7 @@ impl TaskContext {
         self.store
             .write_checkpoint(&self.run, &key, value.clone(), self.lease)
             .await?;
+        self.renewed(self.lease);
         self.remember(key, value);
         Ok(TaskHandle::new(spawned.task_id))
     }
@@ -238,9 +276,14 @@ impl TaskContext {
         self.sleep(name, WakeAt::After(duration)).await
     }
 
-    /// Sleeps durably until `wake_at` (a moment in the past returns at once).
+    /// Sleeps durably until `wake_at` (a moment in the past returns at once; a moment more than
+    /// [`MAX_DURATION`](policy::MAX_DURATION) ahead fails the task without retry).
     pub async fn sleep_until(&self, name: &str, wake_at: DateTime<Utc>) -> TaskResult<()> {
-        self.sleep(name, WakeAt::At(wake_at)).await
+        let ahead = (wake_at - self.claimed_now).to_std().unwrap_or_default();
+        policy::checked_duration("sleep", ahead).map_err(TaskError::permanent)?;
+        // Far in the past is the same as now, and stays within every store's range of times.
+        self.sleep(name, WakeAt::At(wake_at.max(self.claimed_now)))
+            .await
     }
 
     /// Waits for the event `event_name` in this task's queue and returns its payload.
@@ -276,6 +319,9 @@ impl TaskContext {
         let payload = serde_json::to_value(payload).map_err(|e| {
             TaskError::permanent(format!("payload of event `{event_name}` is not JSON: {e}"))
         })?;
+        self.defaults
+            .check_payload(&format!("payload of event `{event_name}`"), &payload)
+            .map_err(TaskError::permanent)?;
         self.store
             .emit_event(&self.run.queue, event_name, payload)
             .await?;
@@ -289,6 +335,7 @@ impl TaskContext {
         let lease = duration.unwrap_or(self.lease);
         policy::checked_duration("heartbeat", lease).map_err(TaskError::permanent)?;
         self.store.extend_lease(&self.run, lease).await?;
+        self.renewed(lease);
         Ok(())
     }
 
@@ -301,7 +348,10 @@ impl TaskContext {
             }
         }
         match self.store.sleep(&self.run, &key, wake, self.lease).await? {
-            SleepOutcome::Elapsed => Ok(()),
+            SleepOutcome::Elapsed => {
+                self.renewed(self.lease);
+                Ok(())
+            }
             SleepOutcome::Suspended { .. } => Err(ControlFlow::Suspend.into()),
         }
     }
@@ -320,8 +370,14 @@ impl TaskContext {
                 .await_event(&self.run, key, event_name, timeout, self.lease)
                 .await?
             {
-                AwaitOutcome::Received(payload) => AwaitCheckpoint::Received { payload },
-                AwaitOutcome::TimedOut => AwaitCheckpoint::TimedOut,
+                AwaitOutcome::Received(payload) => {
+                    self.renewed(self.lease);
+                    AwaitCheckpoint::Received { payload }
+                }
+                AwaitOutcome::TimedOut => {
+                    self.renewed(self.lease);
+                    AwaitCheckpoint::TimedOut
+                }
                 AwaitOutcome::Suspended => return Err(ControlFlow::Suspend.into()),
             },
         };

@@ -6,6 +6,7 @@
 //! of `durable-testing`. Most users depend on the `durable` facade crate instead of this one.
 
 mod client;
+mod completer;
 mod context;
 mod error;
 pub mod model;

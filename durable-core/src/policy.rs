@@ -17,6 +17,10 @@ pub const MAX_QUEUE_NAME_LEN: usize = 64;
 /// The longest task, step or event name.
 pub const MAX_NAME_LEN: usize = 255;
 
+/// The default of [`ClientDefaults::max_payload_bytes`](crate::ClientDefaults::max_payload_bytes):
+/// 4 MiB of JSON.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+
 /// Event names beginning with this are reserved for `durable` itself (subtask completion).
 pub const RESERVED_PREFIX: char = '$';
 
@@ -142,6 +146,64 @@ pub fn validate_user_name(kind: &str, name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Checks a JSON value that `durable` is about to store (params, headers, a step's result, an
+/// output, an event payload): its serialized form must be at most `max_bytes` long, and no
+/// string or key in it may hold the NUL character, which PostgreSQL cannot store in `jsonb`.
+/// `what` names the value in the message.
+pub fn check_payload(
+    what: &str,
+    value: &serde_json::Value,
+    max_bytes: usize,
+) -> Result<(), String> {
+    use serde_json::Value;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(s) if s.contains('\0') => {
+                return Err(format!(
+                    "{what} holds a string with a NUL character (\\u0000), which cannot be stored"
+                ));
+            }
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    return Err(format!(
+                        "{what} holds a key with a NUL character (\\u0000), which cannot be stored"
+                    ));
+                }
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    let mut counter = Counter { left: max_bytes };
+    if serde_json::to_writer(&mut counter, value).is_err() {
+        return Err(format!(
+            "{what} is larger than the limit of {max_bytes} bytes of JSON (max_payload_bytes)"
+        ));
+    }
+    Ok(())
+}
+
+/// Counts bytes written, failing past a limit (so an oversized value is not serialized whole).
+struct Counter {
+    left: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.left = self
+            .left
+            .checked_sub(buf.len())
+            .ok_or_else(|| std::io::Error::other("over the limit"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks a duration against [`MAX_DURATION`] and converts it for timestamp arithmetic.
@@ -273,6 +335,23 @@ mod tests {
         assert!(validate_name("step", "").is_err());
         assert!(validate_name("step", "a\u{0}b").is_err());
         assert!(validate_name("step", &"s".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn payloads_are_checked_for_size_and_nul() {
+        use serde_json::json;
+        assert!(check_payload("params", &json!({"a": [1, "x"]}), 100).is_ok());
+        assert!(check_payload("params", &json!("x".repeat(20)), 22).is_ok());
+        let too_big = check_payload("params", &json!("x".repeat(20)), 21);
+        assert!(
+            too_big
+                .as_ref()
+                .is_err_and(|e| e.contains("limit of 21 bytes")),
+            "{too_big:?}"
+        );
+        assert!(check_payload("output", &json!({"k": ["a\u{0}b"]}), 100).is_err());
+        assert!(check_payload("output", &json!({"a\u{0}": 1}), 100).is_err());
+        assert!(check_payload("output", &json!("a\\u0000 is text"), 100).is_ok());
     }
 
     #[test]

@@ -161,6 +161,15 @@ pub enum WakeAt {
     At(DateTime<Utc>),
 }
 
+/// A finished run to complete, for [`Store::complete_runs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCompletion {
+    /// The run that finished.
+    pub run: RunRef,
+    /// Its output.
+    pub output: Value,
+}
+
 /// What [`Store::await_event`] decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AwaitOutcome {
@@ -272,4 +281,34 @@ pub trait Store: Send + Sync + 'static {
     /// a retry...). Stores without notifications return a receiver that never changes; workers
     /// then rely on polling.
     fn work_signal(&self, queue: &str) -> watch::Receiver<u64>;
+
+    /// Creates several tasks, each as [`Store::spawn`] would, and returns their results in the
+    /// order of `tasks`. Stores that can do it in one round trip (the PostgreSQL stores: one
+    /// statement, one transaction, all or nothing) override this; the default spawns one by
+    /// one. An idempotency key used twice in the batch (or already in the queue) yields the
+    /// first task for both (`created: false` for the later one).
+    async fn spawn_many(&self, tasks: Vec<NewTask>) -> Result<Vec<SpawnResult>, StoreError> {
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(self.spawn(task).await?);
+        }
+        Ok(results)
+    }
+
+    /// Completes several finished runs, each as [`Store::complete_run`] would (fenced, atomic
+    /// per run), and returns one result per run in the order of `runs`: a refused run
+    /// ([`StoreError::LeaseLost`], [`StoreError::Cancelled`]) does not keep the others from
+    /// completing. The outer error means that nothing could be recorded (the store is
+    /// unreachable...). Workers use it to complete the runs that finish together in one round
+    /// trip; the default completes them one by one.
+    async fn complete_runs(
+        &self,
+        runs: Vec<RunCompletion>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut results = Vec::with_capacity(runs.len());
+        for completion in runs {
+            results.push(self.complete_run(&completion.run, completion.output).await);
+        }
+        Ok(results)
+    }
 }

@@ -86,8 +86,8 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 pub(crate) enum ErasedFailure {
     /// The params did not deserialize.
     InvalidParams(serde_json::Error),
-    /// The output did not serialize.
-    InvalidOutput(serde_json::Error),
+    /// The output did not serialize, did not read back, or is too large.
+    InvalidOutput(String),
     /// The task returned an error.
     Task(TaskError),
 }
@@ -111,8 +111,20 @@ impl<T: Task> ErasedTask for Registered<T> {
         Box::pin(async move {
             let params: T::Params =
                 serde_json::from_value(params).map_err(ErasedFailure::InvalidParams)?;
+            let defaults = ctx.defaults();
             let output = T::run(params, ctx).await.map_err(ErasedFailure::Task)?;
-            serde_json::to_value(output).map_err(ErasedFailure::InvalidOutput)
+            let value = serde_json::to_value(output)
+                .map_err(|e| ErasedFailure::InvalidOutput(e.to_string()))?;
+            // A joining parent reads it back as a `T::Output`: a NaN becomes null and would fail.
+            if let Err(e) = T::Output::deserialize(&value) {
+                return Err(ErasedFailure::InvalidOutput(format!(
+                    "it does not read back from its JSON (a NaN or infinite float becomes null): {e}"
+                )));
+            }
+            defaults
+                .check_payload("the output", &value)
+                .map_err(ErasedFailure::InvalidOutput)?;
+            Ok(value)
         })
     }
 

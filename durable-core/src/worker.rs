@@ -1,14 +1,22 @@
-//! The worker: claims runs in batches, executes them concurrently, recovers expired leases.
+//! The worker: claims runs in batches, executes them concurrently, completes the runs that finish
+//! together in one store call, recovers expired leases.
+//!
+//! A busy worker makes no store call per run beyond the run's own durable calls: it claims once
+//! a quarter of its slots are free (or after a millisecond), does not claim again after a claim
+//! that drained the queue until a wake-up, a due timer or the poll interval says there may be
+//! work, and hands finished runs to [`Store::complete_runs`] in batches.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::client::{ClientDefaults, Registry};
+use crate::completer::Completer;
 use crate::context::TaskContext;
 use crate::error::{ControlFlow, DurableError, DurableResult, StoreError, TaskError};
 use crate::model::{FailureKind, TaskErrorInfo};
@@ -101,25 +109,63 @@ struct Plan {
     id: String,
     concurrency: usize,
     batch: usize,
+    /// A busy worker claims once at least this many slots are free (or after `linger`), so
+    /// that it claims in batches rather than one run per finished run.
+    min_claim: usize,
     lease: Duration,
     poll: Duration,
     lease_check: Duration,
 }
 
+/// How long a busy worker with fewer than `min_claim` free slots waits for more before it
+/// claims anyway.
+const CLAIM_LINGER: Duration = Duration::from_millis(1);
+
+/// A worker id as stored on the runs it claims: control characters (which PostgreSQL may refuse,
+/// NUL above all) become `?`, and it is cut to [`policy::MAX_NAME_LEN`] bytes.
+fn clean_worker_id(id: &str) -> String {
+    let mut clean: String = id
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if clean.len() > policy::MAX_NAME_LEN {
+        let mut end = policy::MAX_NAME_LEN;
+        while !clean.is_char_boundary(end) {
+            end -= 1;
+        }
+        clean.truncate(end);
+    }
+    if clean.is_empty() {
+        return default_worker_id();
+    }
+    clean
+}
+
 fn plan(options: &WorkerOptions) -> Plan {
     let concurrency = options.concurrency.max(1);
+    let batch = options
+        .batch_size
+        .unwrap_or(concurrency)
+        .clamp(1, concurrency);
     Plan {
-        id: options.worker_id.clone().unwrap_or_else(default_worker_id),
+        id: options
+            .worker_id
+            .as_deref()
+            .map(clean_worker_id)
+            .unwrap_or_else(default_worker_id),
         concurrency,
-        batch: options
-            .batch_size
-            .unwrap_or(concurrency)
-            .clamp(1, concurrency),
+        batch,
+        min_claim: (batch / 4).max(1),
         lease: options
             .claim_timeout
             .clamp(Duration::from_millis(1), policy::MAX_DURATION),
-        poll: options.poll_interval.max(Duration::from_millis(1)),
-        lease_check: options.lease_check_interval.max(Duration::from_millis(1)),
+        // Bounded, so that no deadline computed from them overflows.
+        poll: options
+            .poll_interval
+            .clamp(Duration::from_millis(1), policy::MAX_DURATION),
+        lease_check: options
+            .lease_check_interval
+            .clamp(Duration::from_millis(1), policy::MAX_DURATION),
     }
 }
 
@@ -151,9 +197,16 @@ fn claim_request(shared: &Shared, plan: &Plan, limit: usize) -> ClaimRequest {
 async fn run_loop(shared: Shared, plan: Plan, mut stop: watch::Receiver<bool>) {
     let queue = shared.defaults.queue.clone();
     let mut signal = shared.store.work_signal(&queue);
-    let mut in_flight = JoinSet::new();
-    let mut next_lease_check = tokio::time::Instant::now();
+    let (completer, completer_task) = Completer::start(Arc::clone(&shared.store));
+    let mut in_flight: JoinSet<RunEnd> = JoinSet::new();
+    let mut next_lease_check = Instant::now();
     let mut failures: u32 = 0;
+    // Whether a claim may find work: after a spawn signal, a poll interval, a due timer, or a
+    // run that ended otherwise than by completing; not after a claim that found less than it
+    // asked for. A busy worker thus makes no claim per finished run on a drained queue.
+    let mut may_have_work = true;
+    let mut next_poll = Instant::now();
+    let mut linger_until: Option<Instant> = None;
     if shared.registry.is_empty() {
         tracing::warn!("worker started with no registered task; it will claim nothing");
     }
@@ -161,101 +214,144 @@ async fn run_loop(shared: Shared, plan: Plan, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
-        while in_flight.try_join_next().is_some() {}
-        if tokio::time::Instant::now() >= next_lease_check {
-            next_lease_check = tokio::time::Instant::now() + plan.lease_check;
+        while let Some(joined) = in_flight.try_join_next() {
+            may_have_work |= claims_again(joined);
+        }
+        let now = Instant::now();
+        if now >= next_lease_check {
+            next_lease_check = now + plan.lease_check;
             match shared.store.expire_leases(&queue).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(recovered = n, "recovered tasks whose lease expired"),
+                Ok(n) => {
+                    tracing::info!(recovered = n, "recovered tasks whose lease expired");
+                    may_have_work = true;
+                }
                 Err(error) => tracing::warn!(%error, "lease recovery failed"),
             }
         }
+        if now >= next_poll {
+            may_have_work = true;
+        }
         let free = plan.concurrency.saturating_sub(in_flight.len());
-        let mut claimed_full_batch = false;
-        let mut next_wake: Option<Duration> = None;
-        if free > 0 && !shared.registry.is_empty() {
-            // Marking the signal seen before claiming means a wake-up that arrives during the
-            // claim makes the next wait return at once: no lost wake-up.
-            signal.borrow_and_update();
-            let limit = free.min(plan.batch);
-            match shared
-                .store
-                .claim(claim_request(&shared, &plan, limit))
-                .await
-            {
-                Ok(batch) => {
-                    failures = 0;
-                    claimed_full_batch = batch.runs.len() == limit;
-                    next_wake = batch
-                        .next_wake_at
-                        .map(|at| (at - batch.now).to_std().unwrap_or_default());
-                    for run in batch.runs {
-                        let shared = shared.clone();
-                        let lease = plan.lease;
-                        in_flight.spawn(execute(shared, run, lease));
+        if free > 0 && may_have_work && !shared.registry.is_empty() {
+            let enough = free >= plan.min_claim
+                || in_flight.is_empty()
+                || linger_until.is_some_and(|until| now >= until);
+            if enough {
+                linger_until = None;
+                // Marking the signal seen before claiming means a wake-up that arrives during
+                // the claim makes the next wait return at once: no lost wake-up.
+                signal.borrow_and_update();
+                let limit = free.min(plan.batch);
+                match shared
+                    .store
+                    .claim(claim_request(&shared, &plan, limit))
+                    .await
+                {
+                    Ok(batch) => {
+                        failures = 0;
+                        may_have_work = batch.runs.len() == limit;
+                        // Wake for a due timer without waiting out a whole poll interval
+                        // (counted from the answer: never before the store's due time).
+                        let wait = batch
+                            .next_wake_at
+                            .map(|at| (at - batch.now).to_std().unwrap_or_default())
+                            .map_or(plan.poll, |wake| wake.min(plan.poll));
+                        next_poll = Instant::now() + wait;
+                        for run in batch.runs {
+                            let shared = shared.clone();
+                            let completer = completer.clone();
+                            in_flight.spawn(execute(shared, completer, run, plan.lease));
+                        }
+                    }
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        may_have_work = false;
+                        // Back off on a failing store, up to 32 poll intervals.
+                        next_poll = Instant::now() + plan.poll * 2u32.pow(failures.min(5));
+                        tracing::warn!(%error, failures, "claim failed; backing off");
                     }
                 }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(%error, failures, "claim failed; backing off");
+                if may_have_work && in_flight.len() < plan.concurrency {
+                    // There may be more work: claim again as soon as a slot is free.
+                    continue;
                 }
+            } else if linger_until.is_none() {
+                linger_until = Some(now + CLAIM_LINGER);
             }
         }
-        if claimed_full_batch {
-            // There may be more work: claim again as soon as a slot is free, without sleeping.
-            if in_flight.len() < plan.concurrency {
-                continue;
-            }
-        }
-        let idle_wait = if failures > 0 {
-            // Back off on a failing store, up to 32 poll intervals.
-            plan.poll * 2u32.pow(failures.min(5))
-        } else {
-            // Wake for a due timer without waiting out a whole poll interval.
-            next_wake.map_or(plan.poll, |wake| wake.min(plan.poll))
-        };
         let slots_full = in_flight.len() >= plan.concurrency;
+        let linger = linger_until.filter(|_| may_have_work && !slots_full);
         tokio::select! {
             _ = stop.changed() => {}
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            _ = signal.changed(), if !slots_full && failures == 0 => {}
-            _ = tokio::time::sleep(idle_wait), if !slots_full || failures > 0 => {}
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                may_have_work |= claims_again(joined);
+            }
+            // A signal that arrives while every slot is busy stays unseen until a slot frees.
+            Ok(()) = signal.changed(), if !slots_full && failures == 0 => may_have_work = true,
+            _ = tokio::time::sleep_until(next_poll), if !slots_full && !may_have_work => {}
+            _ = tokio::time::sleep_until(linger.unwrap_or(now)), if linger.is_some() => {}
             _ = tokio::time::sleep_until(next_lease_check) => {}
         }
     }
-    // Drain: let the tasks in flight finish or suspend.
+    // Drain: let the tasks in flight finish or suspend, and their completions be recorded.
     while in_flight.join_next().await.is_some() {}
+    drop(completer);
+    if let Err(error) = completer_task.await
+        && error.is_panic()
+    {
+        tracing::error!("the completion task panicked");
+    }
+}
+
+/// Whether a run that ended this way may have made work claimable that a claim would find
+/// (a suspension, a retry, a cancellation...): anything but a recorded completion.
+fn claims_again(joined: Result<RunEnd, tokio::task::JoinError>) -> bool {
+    !matches!(joined, Ok(RunEnd::Completed))
 }
 
 pub(crate) async fn drain(shared: Shared, options: WorkerOptions) -> DurableResult<usize> {
     let plan = plan(&options);
     let queue = shared.defaults.queue.clone();
+    let (completer, completer_task) = Completer::start(Arc::clone(&shared.store));
     let mut executed = 0;
-    loop {
-        shared.store.expire_leases(&queue).await?;
+    let result = loop {
+        if let Err(error) = shared.store.expire_leases(&queue).await {
+            break Err(error.into());
+        }
         let limit = plan.batch;
-        let runs = shared
+        let runs = match shared
             .store
             .claim(claim_request(&shared, &plan, limit))
-            .await?
-            .runs;
+            .await
+        {
+            Ok(batch) => batch.runs,
+            Err(error) => break Err(error.into()),
+        };
         if runs.is_empty() {
-            return Ok(executed);
+            break Ok(executed);
         }
         executed += runs.len();
         let mut batch = JoinSet::new();
         for run in runs {
-            batch.spawn(execute(shared.clone(), run, plan.lease));
+            batch.spawn(execute(shared.clone(), completer.clone(), run, plan.lease));
         }
+        let mut aborted = None;
         while let Some(joined) = batch.join_next().await {
             if let Err(error) = joined {
-                return Err(DurableError::config(
-                    "a task execution was aborted",
-                    Some(Box::new(error)),
-                ));
+                aborted = Some(error);
             }
         }
-    }
+        if let Some(error) = aborted {
+            break Err(DurableError::config(
+                "a task execution was aborted",
+                Some(Box::new(error)),
+            ));
+        }
+    };
+    drop(completer);
+    let _ = completer_task.await;
+    result
 }
 
 /// Aborts the wrapped task when dropped, so abandoning a run also stops its code.
@@ -267,7 +363,21 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-async fn execute(shared: Shared, claimed: ClaimedRun, lease: Duration) {
+/// How a run ended, as far as the worker loop cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunEnd {
+    /// The task completed and that was recorded.
+    Completed,
+    /// Anything else: suspended, failed, cancelled, refused...
+    Other,
+}
+
+async fn execute(
+    shared: Shared,
+    completer: Completer,
+    claimed: ClaimedRun,
+    lease: Duration,
+) -> RunEnd {
     let span = tracing::info_span!(
         "durable.task",
         task_id = %claimed.run.task_id,
@@ -276,10 +386,17 @@ async fn execute(shared: Shared, claimed: ClaimedRun, lease: Duration) {
         task = %claimed.task_name,
         queue = %claimed.run.queue,
     );
-    execute_run(shared, claimed, lease).instrument(span).await;
+    execute_run(shared, completer, claimed, lease)
+        .instrument(span)
+        .await
 }
 
-async fn execute_run(shared: Shared, claimed: ClaimedRun, lease: Duration) {
+async fn execute_run(
+    shared: Shared,
+    completer: Completer,
+    claimed: ClaimedRun,
+    lease: Duration,
+) -> RunEnd {
     let run = claimed.run.clone();
     let store = Arc::clone(&shared.store);
     if let Some(reason) = policy::cancellation_due(
@@ -292,22 +409,42 @@ async fn execute_run(shared: Shared, claimed: ClaimedRun, lease: Duration) {
         if let Err(error) = store.cancel_task(&run.queue, run.task_id).await {
             tracing::warn!(%error, "could not cancel task");
         }
-        return;
+        return RunEnd::Other;
     }
     let Some(task) = shared.registry.get(claimed.task_name.as_str()).cloned() else {
         // Claims only ask for registered names, so this cannot happen; the lease expires and a
         // worker that knows the task takes it.
         tracing::error!("claimed a task this worker has not registered");
-        return;
+        return RunEnd::Other;
     };
     let strategy = claimed.retry_strategy.clone();
     let (attempt, max_attempts) = (claimed.attempt, claimed.max_attempts);
-    let params = claimed.params.clone();
+    let mut claimed = claimed;
+    let params = std::mem::take(&mut claimed.params);
     let ctx = TaskContext::new(claimed, Arc::clone(&store), shared.defaults, lease);
-    let user_code = AbortOnDrop(tokio::spawn(task.run(params, ctx)));
-    let joined = (&mut { user_code }.0).await;
+    let lease_deadline = ctx.lease_watch();
+    let mut user_code = AbortOnDrop(tokio::spawn(task.run(params, ctx)));
+    let joined = tokio::select! {
+        joined = &mut user_code.0 => joined,
+        () = lease_expired(&lease_deadline) => {
+            // Its writes would all be refused now: stop its code (dropping `user_code` aborts
+            // it) and give the slot to other work. The task is retried from its checkpoints.
+            tracing::warn!(
+                "run abandoned: its lease expired while its code made no durable call"
+            );
+            return RunEnd::Other;
+        }
+    };
+    drop(user_code);
+    let mut end = RunEnd::Other;
     let result = match joined {
-        Ok(Ok(output)) => store.complete_run(&run, output).await,
+        Ok(Ok(output)) => {
+            let recorded = completer.complete(run, output).await;
+            if recorded.is_ok() {
+                end = RunEnd::Completed;
+            }
+            recorded
+        }
         Ok(Err(ErasedFailure::Task(TaskError::Control(flow)))) => {
             match flow {
                 ControlFlow::Suspend => tracing::debug!("run suspended"),
@@ -332,7 +469,7 @@ async fn execute_run(shared: Shared, claimed: ClaimedRun, lease: Duration) {
                 ErasedFailure::InvalidOutput(e) => (
                     TaskErrorInfo::new(
                         FailureKind::InvalidOutput,
-                        format!("output could not be serialized: {e}"),
+                        format!("the output could not be stored: {e}"),
                     ),
                     false,
                 ),
@@ -360,6 +497,20 @@ async fn execute_run(shared: Shared, claimed: ClaimedRun, lease: Duration) {
         Err(error) => {
             tracing::error!(%error, "could not record the run's result; its lease will expire and it will be retried")
         }
+    }
+    end
+}
+
+/// Returns once the local clock passes the deadline (which successful fenced calls move).
+async fn lease_expired(deadline: &std::sync::Mutex<std::time::Instant>) {
+    loop {
+        let at = *deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if std::time::Instant::now() >= at {
+            return;
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
     }
 }
 

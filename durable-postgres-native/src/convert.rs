@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use durable_core::StoreError;
 use durable_core::policy;
+use durable_core::store::RunRef;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, Json};
 
@@ -65,6 +66,32 @@ pub(crate) fn to_json<T: serde::Serialize>(
     value: &T,
 ) -> Result<serde_json::Value, StoreError> {
     serde_json::to_value(value).map_err(|e| StoreError::invalid(format!("{what} is not JSON: {e}")))
+}
+
+/// What `COMPLETE_RUNS` said about one run.
+pub(crate) enum CompletionOutcome {
+    /// Completed, or refused with this error.
+    Done(Result<(), StoreError>),
+    /// A subtask, left alone: complete it with `COMPLETE_RUN`.
+    Deferred,
+}
+
+/// Reads the `outcome` of a row of `COMPLETE_RUNS` for `run`.
+pub(crate) fn completion_outcome(run: &RunRef, outcome: &str) -> CompletionOutcome {
+    CompletionOutcome::Done(match outcome {
+        "completed" => Ok(()),
+        "deferred" => return CompletionOutcome::Deferred,
+        "cancelled" => Err(StoreError::Cancelled {
+            task_id: run.task_id,
+        }),
+        "lease_lost" => Err(StoreError::LeaseLost {
+            task_id: run.task_id,
+            run_id: run.run_id,
+        }),
+        other => Err(unexpected(format!(
+            "complete_runs returned outcome {other:?}"
+        ))),
+    })
 }
 
 #[cfg(test)]

@@ -137,6 +137,20 @@ const SPAWN_TYPES: &[Type] = &[
     Type::INT8,
 ];
 
+/// The parameter types of [`sql::SPAWN_TASKS`].
+const SPAWN_MANY_TYPES: &[Type] = &[
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::INT4_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::UUID_ARRAY,
+    Type::INT8_ARRAY,
+];
+
 /// The parameter types of [`sql::EMIT_EVENT`].
 const EMIT_TYPES: &[Type] = &[Type::TEXT, Type::TEXT, Type::JSONB];
 
@@ -177,6 +191,73 @@ pub(crate) async fn spawn_on<C: Executor + ?Sized>(
     })
 }
 
+/// Spawns `tasks` on `executor` in one statement (a pooled connection of the store, or an
+/// application's transaction).
+pub(crate) async fn spawn_many_on<C: Executor + ?Sized>(
+    executor: &C,
+    tasks: &[NewTask],
+) -> Result<Vec<SpawnResult>, StoreError> {
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = tasks.len();
+    let mut queues = Vec::with_capacity(n);
+    let mut task_names = Vec::with_capacity(n);
+    let mut params = Vec::with_capacity(n);
+    let mut headers = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut retry_strategies = Vec::with_capacity(n);
+    let mut cancellations = Vec::with_capacity(n);
+    let mut idempotency_keys = Vec::with_capacity(n);
+    let mut parent_task_ids = Vec::with_capacity(n);
+    let mut delays = Vec::with_capacity(n);
+    for task in tasks {
+        policy::validate_queue_name(&task.queue).map_err(StoreError::invalid)?;
+        queues.push(task.queue.as_str());
+        task_names.push(task.task_name.as_str());
+        params.push(&task.params);
+        headers.push(Json(&task.headers));
+        max_attempts.push(int4(u64::from(task.max_attempts.max(1))));
+        retry_strategies.push(to_json("retry strategy", &task.retry_strategy)?);
+        cancellations.push(to_json("cancellation policy", &task.cancellation)?);
+        idempotency_keys.push(task.idempotency_key.as_deref());
+        parent_task_ids.push(task.parent_task_id);
+        delays.push(opt_micros("spawn delay", task.delay)?);
+    }
+    let params: [&(dyn ToSql + Sync); 10] = [
+        &queues,
+        &task_names,
+        &params,
+        &headers,
+        &max_attempts,
+        &retry_strategies,
+        &cancellations,
+        &idempotency_keys,
+        &parent_task_ids,
+        &delays,
+    ];
+    let rows = executor
+        .run(sql::SPAWN_TASKS, SPAWN_MANY_TYPES, &params)
+        .await
+        .map_err(|e| map_pg(e, Ctx::None))?;
+    if rows.len() != n {
+        return Err(unexpected(format!(
+            "spawn_tasks answered {} rows for {n} tasks",
+            rows.len()
+        )));
+    }
+    rows.iter()
+        .map(|row| {
+            Ok(SpawnResult {
+                task_id: get(row, "task_id")?,
+                run_id: get(row, "run_id")?,
+                attempt: count(row, "attempt")?,
+                created: get(row, "created")?,
+            })
+        })
+        .collect()
+}
+
 /// Emits an event on `executor`. Returns whether this emit was the first.
 pub(crate) async fn emit_on<C: Executor + ?Sized>(
     executor: &C,
@@ -212,6 +293,8 @@ mod tests {
     fn parameter_types_match_the_statements() {
         assert!(sql::SPAWN_TASK.contains(&format!("${}::", SPAWN_TYPES.len())));
         assert!(!sql::SPAWN_TASK.contains(&format!("${}::", SPAWN_TYPES.len() + 1)));
+        assert!(sql::SPAWN_TASKS.contains(&format!("${}::", SPAWN_MANY_TYPES.len())));
+        assert!(!sql::SPAWN_TASKS.contains(&format!("${}::", SPAWN_MANY_TYPES.len() + 1)));
         assert!(sql::EMIT_EVENT.contains(&format!("${}::", EMIT_TYPES.len())));
         assert!(!sql::EMIT_EVENT.contains(&format!("${}::", EMIT_TYPES.len() + 1)));
     }

@@ -64,5 +64,5 @@ pub use client::{DATABASE_URL_ENV, Durable, DurableBuilder};
 pub use deadpool_postgres;
 pub use executor::Executor;
 pub use migrate::{migrate, migrate_connection, migrate_url};
-pub use store::NativeStore;
+pub use store::{DEFAULT_CALL_TIMEOUT, NativeStore};
 pub use tokio_postgres;

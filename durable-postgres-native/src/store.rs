@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, NewTask, RunRef, SleepOutcome, WakeAt,
+    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, NewTask, RunCompletion, RunRef,
+    SleepOutcome, WakeAt,
 };
 use durable_core::{
     SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
@@ -23,10 +25,13 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::connect::SharedConnector;
-use crate::convert::{count, get, int4, json, micros, opt_json, opt_micros, to_json};
-use crate::error::{Ctx, STORE, map_pg, map_pool, retrying, unexpected};
+use crate::convert::{
+    CompletionOutcome, completion_outcome, count, get, int4, json, micros, opt_json, opt_micros,
+    to_json,
+};
+use crate::error::{Ctx, STORE, map_pg, map_pool, retrying, timed_out, unexpected};
 use crate::executor::private::Sealed;
-use crate::executor::{emit_on, spawn_on};
+use crate::executor::{emit_on, spawn_many_on, spawn_on};
 use crate::listener::Wakeups;
 
 /// The most calls one `expire_leases` makes (each recovers a bounded number of tasks).
@@ -76,6 +81,20 @@ pub struct NativeStore {
 struct Inner {
     pool: Pool,
     wakeups: Wakeups,
+    /// See [`NativeStore::set_call_timeout`], in milliseconds.
+    call_timeout_ms: AtomicU64,
+}
+
+/// How long one call may wait for PostgreSQL's answer by default: see
+/// [`NativeStore::set_call_timeout`].
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn inner(pool: Pool, wakeups: Wakeups) -> Arc<Inner> {
+    Arc::new(Inner {
+        pool,
+        wakeups,
+        call_timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+    })
 }
 
 impl NativeStore {
@@ -105,10 +124,7 @@ impl NativeStore {
         connector: SharedConnector,
     ) -> Self {
         NativeStore {
-            inner: Arc::new(Inner {
-                pool,
-                wakeups: Wakeups::listening(config, connector),
-            }),
+            inner: inner(pool, Wakeups::listening(config, connector)),
         }
     }
 
@@ -117,10 +133,7 @@ impl NativeStore {
     /// work by polling every `WorkerOptions::poll_interval`.
     pub fn poll_only(pool: Pool) -> Self {
         NativeStore {
-            inner: Arc::new(Inner {
-                pool,
-                wakeups: Wakeups::poll_only(),
-            }),
+            inner: inner(pool, Wakeups::poll_only()),
         }
     }
 
@@ -164,6 +177,43 @@ impl NativeStore {
         self.inner.pool.get().await.map_err(map_pool)
     }
 
+    /// How long one call may wait for PostgreSQL's answer (default [`DEFAULT_CALL_TIMEOUT`],
+    /// for every clone of this store). A call that takes longer fails with
+    /// [`StoreError::Backend`] and its connection is taken out of the pool and dropped: a
+    /// connection whose peer vanished without a word (a network cut, a firewall that forgot
+    /// the connection) would otherwise hold its caller, and a slot of the pool, for good. As
+    /// with any backend error, the call may or may not have been applied.
+    pub fn set_call_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.inner.call_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// See [`NativeStore::set_call_timeout`].
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.call_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Runs `call` on a pooled connection within the call timeout; a connection that did not
+    /// answer in time is removed from the pool.
+    async fn bounded<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&Object) -> Result<T, StoreError>,
+    {
+        let limit = self.call_timeout();
+        let client = tokio::time::timeout(limit, self.client())
+            .await
+            .map_err(|_| timed_out(limit))??;
+        match tokio::time::timeout(limit, call(&client)).await {
+            Ok(result) => result,
+            Err(_) => {
+                drop(Object::take(client));
+                Err(timed_out(limit))
+            }
+        }
+    }
+
     /// Runs `statement` on a pooled connection (prepared once per connection), retrying
     /// transient failures.
     async fn rows(
@@ -172,12 +222,13 @@ impl NativeStore {
         params: &[&(dyn ToSql + Sync)],
         ctx: Ctx<'_>,
     ) -> Result<Vec<Row>, StoreError> {
-        retrying(|| async {
-            let client = self.client().await?;
-            client
-                .run(statement, &[], params)
-                .await
-                .map_err(|e| map_pg(e, ctx))
+        retrying(|| {
+            self.bounded(async |client: &Object| {
+                client
+                    .run(statement, &[], params)
+                    .await
+                    .map_err(|e| map_pg(e, ctx))
+            })
         })
         .await
     }
@@ -232,7 +283,7 @@ impl Store for NativeStore {
     }
 
     async fn spawn(&self, task: NewTask) -> Result<SpawnResult, StoreError> {
-        retrying(|| async { spawn_on(&self.client().await?, &task).await }).await
+        retrying(|| self.bounded(async |client: &Object| spawn_on(client, &task).await)).await
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<ClaimBatch, StoreError> {
@@ -373,7 +424,10 @@ impl Store for NativeStore {
         name: &str,
         payload: Value,
     ) -> Result<bool, StoreError> {
-        retrying(|| async { emit_on(&self.client().await?, queue, name, &payload).await }).await
+        retrying(|| {
+            self.bounded(async |client: &Object| emit_on(client, queue, name, &payload).await)
+        })
+        .await
     }
 
     async fn complete_run(&self, run: &RunRef, output: Value) -> Result<(), StoreError> {
@@ -431,5 +485,54 @@ impl Store for NativeStore {
 
     fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
         self.inner.wakeups.signal(queue)
+    }
+
+    async fn spawn_many(&self, tasks: Vec<NewTask>) -> Result<Vec<SpawnResult>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        retrying(|| self.bounded(async |client: &Object| spawn_many_on(client, &tasks).await)).await
+    }
+
+    async fn complete_runs(
+        &self,
+        runs: Vec<RunCompletion>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outcomes = {
+            let queues: Vec<&str> = runs.iter().map(|c| c.run.queue.as_str()).collect();
+            let task_ids: Vec<Uuid> = runs.iter().map(|c| c.run.task_id).collect();
+            let run_ids: Vec<Uuid> = runs.iter().map(|c| c.run.run_id).collect();
+            let outputs: Vec<&Value> = runs.iter().map(|c| &c.output).collect();
+            let params: [&(dyn ToSql + Sync); 4] = [&queues, &task_ids, &run_ids, &outputs];
+            let rows = self.rows(sql::COMPLETE_RUNS, &params, Ctx::None).await?;
+            if rows.len() != runs.len() {
+                return Err(unexpected(format!(
+                    "complete_runs answered {} rows for {} runs",
+                    rows.len(),
+                    runs.len()
+                )));
+            }
+            runs.iter()
+                .zip(&rows)
+                .map(|(completion, row)| {
+                    Ok(completion_outcome(&completion.run, get(row, "outcome")?))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?
+        };
+        let mut results = Vec::with_capacity(runs.len());
+        for (completion, outcome) in runs.into_iter().zip(outcomes) {
+            let result = match outcome {
+                CompletionOutcome::Done(result) => result,
+                // A subtask: its completion tells its parent, under its event's lock first.
+                CompletionOutcome::Deferred => {
+                    self.complete_run(&completion.run, completion.output).await
+                }
+            };
+            results.push(result);
+        }
+        Ok(results)
     }
 }

@@ -86,6 +86,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "run_functions",
         sql: include_str!("../migrations/0003_run_functions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "batch",
+        sql: include_str!("../migrations/0004_batch.sql"),
+    },
 ];
 
 /// The key of the session advisory lock (`pg_advisory_lock(bigint)`) held while migrating: the
@@ -180,6 +185,8 @@ mod tests {
         statements::CANCEL_TASK,
         statements::RETRY_TASK,
         statements::TASK_RESULT,
+        statements::SPAWN_TASKS,
+        statements::COMPLETE_RUNS,
     ];
 
     #[test]

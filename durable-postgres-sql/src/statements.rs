@@ -123,3 +123,29 @@ pub const RETRY_TASK: &str =
 ///
 /// Zero rows (no such task) or one: `state text, output jsonb, last_error jsonb`.
 pub const TASK_RESULT: &str = "SELECT state, output, last_error FROM durable.task_result($1::uuid)";
+
+/// Spawns several tasks in one statement, each as [`SPAWN_TASK`] would (all or none).
+///
+/// Parameters, arrays of one length (one element per task, `NULL` elements where
+/// [`SPAWN_TASK`] takes `NULL`): `$1 text[]` queues, `$2 text[]` task names, `$3 jsonb[]`
+/// params, `$4 jsonb[]` headers, `$5 integer[]` max attempts, `$6 jsonb[]` retry strategies,
+/// `$7 jsonb[]` cancellation policies, `$8 text[]` idempotency keys, `$9 uuid[]` parent tasks,
+/// `$10 bigint[]` delays in microseconds.
+///
+/// Rows, one per task in the order of the arrays: `ord bigint` (1-based), `task_id uuid,
+/// run_id uuid, attempt integer, created boolean`.
+pub const SPAWN_TASKS: &str = "SELECT ord, task_id, run_id, attempt, created FROM durable.spawn_tasks(\
+$1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::integer[], $6::jsonb[], $7::jsonb[], \
+$8::text[], $9::uuid[], $10::bigint[])";
+
+/// Fenced: completes several runs in one statement, each as [`COMPLETE_RUN`] would.
+///
+/// Parameters, arrays of one length (one element per run): `$1 text[]` queues, `$2 uuid[]`
+/// tasks, `$3 uuid[]` runs, `$4 jsonb[]` outputs.
+///
+/// Rows, one per run in the order of the arrays: `ord bigint` (1-based), `outcome text`:
+/// `completed`; `lease_lost` or `cancelled` (refused, as [`COMPLETE_RUN`] would refuse it with
+/// [`LEASE_LOST`](crate::sqlstate::LEASE_LOST) or [`CANCELLED`](crate::sqlstate::CANCELLED));
+/// or `deferred`: the task has a parent and was left alone, complete it with [`COMPLETE_RUN`].
+pub const COMPLETE_RUNS: &str = "SELECT ord, outcome FROM durable.complete_runs(\
+$1::text[], $2::uuid[], $3::uuid[], $4::jsonb[])";

@@ -11,7 +11,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool, Postgres};
 
 use crate::migrate::migrate;
-use crate::queries::{emit_on, spawn_on};
+use crate::queries::{emit_on, spawn_many_on, spawn_on};
 use crate::store::SqlxStore;
 
 /// The environment variable read for the database URL when the builder is given none.
@@ -21,10 +21,10 @@ pub const DATABASE_URL_ENV: &str = "DURABLE_DATABASE_URL";
 /// starts workers.
 ///
 /// It dereferences to [`durable_core::Durable`], which has `register`, `spawn`,
-/// `spawn_with_options`, `spawn_by_name`, `emit_event`, `cancel_task`, `retry_task`,
-/// `get_task_result`, `start_worker` and `work_until_idle`. On top of those it can spawn and emit
-/// inside an application's transaction (`spawn_with`, `spawn_with_options_with`,
-/// `spawn_by_name_with`, `emit_event_with`). Cheap to clone; clones share the pool, the store
+/// `spawn_with_options`, `spawn_many`, `spawn_by_name`, `emit_event`, `cancel_task`,
+/// `retry_task`, `get_task_result`, `start_worker` and `work_until_idle`. On top of those it can
+/// spawn and emit inside an application's transaction (`spawn_with`, `spawn_with_options_with`,
+/// `spawn_many_with`, `spawn_by_name_with`, `emit_event_with`). Cheap to clone; clones share the pool, the store
 /// and the task registry.
 ///
 /// ```no_run
@@ -151,6 +151,23 @@ impl Durable {
         Ok(spawn_on(executor, &task).await?)
     }
 
+    /// Spawns one task `T` per element of `params`, all with `options`, on `executor` in one
+    /// statement (see [`Durable::spawn_with`] and `spawn_many`): the tasks exist if and only
+    /// if the transaction commits. `options` may not hold an idempotency key.
+    pub async fn spawn_many_with<'c, T, E>(
+        &self,
+        executor: E,
+        params: Vec<T::Params>,
+        options: SpawnOptions,
+    ) -> DurableResult<Vec<SpawnResult>>
+    where
+        T: Task,
+        E: Executor<'c, Database = Postgres>,
+    {
+        let tasks = self.inner.prepare_spawn_many::<T>(params, options)?;
+        Ok(spawn_many_on(executor, &tasks).await?)
+    }
+
     /// Emits an event in `queue` (default: the client's) on `executor`: the event exists, and
     /// the tasks awaiting it wake, only if the transaction commits. The first emit of a name
     /// wins; returns whether this one was the first.
@@ -208,6 +225,7 @@ pub struct DurableBuilder {
     migrate: bool,
     listen: bool,
     max_connections: Option<u32>,
+    call_timeout: Option<std::time::Duration>,
 }
 
 impl Default for DurableBuilder {
@@ -219,6 +237,7 @@ impl Default for DurableBuilder {
             migrate: true,
             listen: true,
             max_connections: None,
+            call_timeout: None,
         }
     }
 }
@@ -233,6 +252,7 @@ impl std::fmt::Debug for DurableBuilder {
             .field("migrate", &self.migrate)
             .field("listen", &self.listen)
             .field("max_connections", &self.max_connections)
+            .field("call_timeout", &self.call_timeout)
             .finish()
     }
 }
@@ -289,6 +309,14 @@ impl DurableBuilder {
         self
     }
 
+    /// The largest JSON value stored for a task (params, headers, step results, output, event
+    /// payloads), in bytes. Default 4 MiB; see
+    /// [`ClientDefaults::max_payload_bytes`](durable_core::ClientDefaults::max_payload_bytes).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.core = self.core.max_payload_bytes(bytes);
+        self
+    }
+
     /// Whether `build` applies the schema migrations (see [`migrate`](crate::migrate)).
     /// Default `true`; turn it off when migrations run separately, before deployment.
     pub fn migrate(mut self, migrate: bool) -> Self {
@@ -301,6 +329,14 @@ impl DurableBuilder {
     /// `LISTEN` (workers then poll, see [`SqlxStore::poll_only`]).
     pub fn listen(mut self, listen: bool) -> Self {
         self.listen = listen;
+        self
+    }
+
+    /// How long one call to PostgreSQL may wait for its answer before it fails and its
+    /// connection is closed. Default [`DEFAULT_CALL_TIMEOUT`](crate::DEFAULT_CALL_TIMEOUT)
+    /// (30 s); see [`SqlxStore::set_call_timeout`].
+    pub fn call_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.call_timeout = Some(timeout);
         self
     }
 
@@ -343,6 +379,9 @@ impl DurableBuilder {
         } else {
             SqlxStore::poll_only(pool)
         };
+        if let Some(timeout) = self.call_timeout {
+            store.set_call_timeout(timeout);
+        }
         let inner = self.core.build_with_store(store).await?;
         Ok(Durable { inner })
     }

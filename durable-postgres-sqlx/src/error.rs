@@ -47,6 +47,14 @@ pub(crate) fn map_sqlx(error: sqlx::Error, ctx: Ctx<'_>) -> StoreError {
             (sqlstate::NOT_FOUND, _) => return StoreError::not_found(db.message().to_owned()),
             (sqlstate::CONFLICT, _) => return StoreError::conflict(db.message().to_owned()),
             (sqlstate::INVALID_INPUT, _) => return StoreError::invalid(db.message().to_owned()),
+            // Data exceptions and program limits: a value PostgreSQL cannot take (a time out
+            // of its range, a string it cannot store, a value too large); retrying cannot help.
+            (code, _) if code.starts_with("22") || code.starts_with("54") => {
+                return StoreError::invalid(format!(
+                    "PostgreSQL refused a value: {}",
+                    db.message()
+                ));
+            }
             _ => {}
         }
     }
@@ -54,6 +62,17 @@ pub(crate) fn map_sqlx(error: sqlx::Error, ctx: Ctx<'_>) -> StoreError {
         return StoreError::invalid(format!("a value cannot be sent to PostgreSQL: {source}"));
     }
     StoreError::backend(STORE, error)
+}
+
+/// The backend error of a call that got no answer within `limit` (its connection was closed).
+pub(crate) fn timed_out(limit: Duration) -> StoreError {
+    StoreError::backend(
+        STORE,
+        format!(
+            "PostgreSQL did not answer within {limit:?}; the connection was closed and the call \
+             may or may not have been applied"
+        ),
+    )
 }
 
 /// A backend error for a row that does not have the expected shape.

@@ -53,4 +53,4 @@ mod store;
 pub use client::{DATABASE_URL_ENV, Durable, DurableBuilder};
 pub use migrate::{migrate, migrate_connection, migrate_url};
 pub use sqlx;
-pub use store::SqlxStore;
+pub use store::{DEFAULT_CALL_TIMEOUT, SqlxStore};

@@ -1,7 +1,7 @@
 //! The statements of `durable-postgres-sql` with their parameters bound, and their rows read
 //! back into the port's types.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use durable_core::store::{ClaimedRun, NewTask, RunRef};
@@ -12,6 +12,7 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{Executor, Postgres};
+use uuid::Uuid;
 
 use crate::convert::{count, get, int4, json, opt_micros, to_json};
 use crate::error::{Ctx, map_sqlx, unexpected};
@@ -76,6 +77,105 @@ where
         .await
         .map_err(|e| map_sqlx(e, Ctx::None))?;
     spawn_result(first(&rows)?)
+}
+
+/// The parameters of `SPAWN_TASKS`, one array per column, converted once (a retried call
+/// binds them again).
+pub(crate) struct SpawnManyArgs<'t> {
+    queues: Vec<&'t str>,
+    task_names: Vec<&'t str>,
+    params: Vec<Json<&'t Value>>,
+    headers: Vec<Json<&'t BTreeMap<String, Value>>>,
+    max_attempts: Vec<i32>,
+    retry_strategies: Vec<Value>,
+    cancellations: Vec<Value>,
+    idempotency_keys: Vec<Option<&'t str>>,
+    parent_task_ids: Vec<Option<Uuid>>,
+    delays: Vec<Option<i64>>,
+}
+
+impl<'t> SpawnManyArgs<'t> {
+    pub(crate) fn new(tasks: &'t [NewTask]) -> Result<Self, StoreError> {
+        let n = tasks.len();
+        let mut args = SpawnManyArgs {
+            queues: Vec::with_capacity(n),
+            task_names: Vec::with_capacity(n),
+            params: Vec::with_capacity(n),
+            headers: Vec::with_capacity(n),
+            max_attempts: Vec::with_capacity(n),
+            retry_strategies: Vec::with_capacity(n),
+            cancellations: Vec::with_capacity(n),
+            idempotency_keys: Vec::with_capacity(n),
+            parent_task_ids: Vec::with_capacity(n),
+            delays: Vec::with_capacity(n),
+        };
+        for task in tasks {
+            policy::validate_queue_name(&task.queue).map_err(StoreError::invalid)?;
+            args.queues.push(&task.queue);
+            args.task_names.push(&task.task_name);
+            args.params.push(Json(&task.params));
+            args.headers.push(Json(&task.headers));
+            args.max_attempts
+                .push(int4(u64::from(task.max_attempts.max(1))));
+            args.retry_strategies
+                .push(to_json("retry strategy", &task.retry_strategy)?);
+            args.cancellations
+                .push(to_json("cancellation policy", &task.cancellation)?);
+            args.idempotency_keys.push(task.idempotency_key.as_deref());
+            args.parent_task_ids.push(task.parent_task_id);
+            args.delays.push(opt_micros("spawn delay", task.delay)?);
+        }
+        Ok(args)
+    }
+
+    pub(crate) fn statement(&self) -> Statement<'_> {
+        sqlx::query(sql::SPAWN_TASKS)
+            .bind(&self.queues)
+            .bind(&self.task_names)
+            .bind(&self.params)
+            .bind(&self.headers)
+            .bind(&self.max_attempts)
+            .bind(&self.retry_strategies)
+            .bind(&self.cancellations)
+            .bind(&self.idempotency_keys)
+            .bind(&self.parent_task_ids)
+            .bind(&self.delays)
+    }
+}
+
+/// Reads the rows of `SPAWN_TASKS`, checking that they answer for the `expected` tasks in
+/// order.
+pub(crate) fn spawn_results(
+    rows: &[PgRow],
+    expected: usize,
+) -> Result<Vec<SpawnResult>, StoreError> {
+    if rows.len() != expected {
+        return Err(unexpected(format!(
+            "spawn_tasks answered {} rows for {expected} tasks",
+            rows.len()
+        )));
+    }
+    rows.iter().map(spawn_result).collect()
+}
+
+/// Spawns several tasks on any executor (an application's transaction), in one statement.
+pub(crate) async fn spawn_many_on<'c, E>(
+    executor: E,
+    tasks: &[NewTask],
+) -> Result<Vec<SpawnResult>, StoreError>
+where
+    E: Executor<'c, Database = Postgres>,
+{
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let args = SpawnManyArgs::new(tasks)?;
+    let rows = args
+        .statement()
+        .fetch_all(executor)
+        .await
+        .map_err(|e| map_sqlx(e, Ctx::None))?;
+    spawn_results(&rows, tasks.len())
 }
 
 /// `EMIT_EVENT` with its parameters (the queue name must have been validated).

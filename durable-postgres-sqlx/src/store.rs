@@ -1,11 +1,12 @@
 //! [`SqlxStore`]: the storage port on a `sqlx::PgPool`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, NewTask, RunRef, SleepOutcome, WakeAt,
+    AwaitOutcome, ClaimBatch, ClaimRequest, NewTask, RunCompletion, RunRef, SleepOutcome, WakeAt,
 };
 use durable_core::{
     SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
@@ -18,10 +19,14 @@ use sqlx::{Connection, PgPool};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::convert::{count, get, int4, micros, opt_json, opt_micros, to_json};
-use crate::error::{Ctx, map_sqlx, retrying, unexpected};
+use crate::convert::{
+    CompletionOutcome, completion_outcome, count, get, int4, micros, opt_json, opt_micros, to_json,
+};
+use crate::error::{Ctx, map_sqlx, retrying, timed_out, unexpected};
 use crate::listener::Wakeups;
-use crate::queries::{SpawnArgs, Statement, claimed_run, emit, spawn_result};
+use crate::queries::{
+    SpawnArgs, SpawnManyArgs, Statement, claimed_run, emit, spawn_result, spawn_results,
+};
 
 /// The most calls one `expire_leases` makes (each recovers a bounded number of tasks).
 const MAX_EXPIRE_CALLS: usize = 100;
@@ -61,6 +66,20 @@ pub struct SqlxStore {
 struct Inner {
     pool: PgPool,
     wakeups: Wakeups,
+    /// See [`SqlxStore::set_call_timeout`], in milliseconds.
+    call_timeout_ms: AtomicU64,
+}
+
+/// How long one call may wait for PostgreSQL's answer by default: see
+/// [`SqlxStore::set_call_timeout`].
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn inner(pool: PgPool, wakeups: Wakeups) -> Arc<Inner> {
+    Arc::new(Inner {
+        pool,
+        wakeups,
+        call_timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+    })
 }
 
 impl SqlxStore {
@@ -68,7 +87,7 @@ impl SqlxStore {
     pub fn new(pool: PgPool) -> Self {
         let wakeups = Wakeups::listening(&pool);
         SqlxStore {
-            inner: Arc::new(Inner { pool, wakeups }),
+            inner: inner(pool, wakeups),
         }
     }
 
@@ -77,10 +96,7 @@ impl SqlxStore {
     /// work by polling every `WorkerOptions::poll_interval`.
     pub fn poll_only(pool: PgPool) -> Self {
         SqlxStore {
-            inner: Arc::new(Inner {
-                pool,
-                wakeups: Wakeups::poll_only(),
-            }),
+            inner: inner(pool, Wakeups::poll_only()),
         }
     }
 
@@ -115,6 +131,24 @@ impl SqlxStore {
     pub fn is_listening(&self) -> bool {
         self.inner.wakeups.is_listening()
     }
+
+    /// How long one call may wait for PostgreSQL's answer (default [`DEFAULT_CALL_TIMEOUT`],
+    /// for every clone of this store). A call that takes longer fails with
+    /// [`StoreError::Backend`] and its connection is closed rather than returned to the pool:
+    /// a connection whose peer vanished without a word (a network cut, a firewall that forgot
+    /// the connection) would otherwise hold its caller, and a slot of the pool, for good. As
+    /// with any backend error, the call may or may not have been applied.
+    pub fn set_call_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.inner.call_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// See [`SqlxStore::set_call_timeout`].
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.call_timeout_ms.load(Ordering::Relaxed))
+    }
 }
 
 impl SqlxStore {
@@ -129,15 +163,29 @@ impl SqlxStore {
     where
         F: Fn() -> Statement<'q>,
     {
+        let limit = self.call_timeout();
         retrying(|| async {
-            let mut connection = self.pool().acquire().await.map_err(|e| map_sqlx(e, ctx))?;
-            match statement().fetch_all(&mut *connection).await {
-                Ok(rows) => Ok(rows),
-                Err(error) => {
-                    if let Err(ping) = connection.ping().await {
-                        tracing::debug!(error = %ping, "connection unusable after an error");
+            // Acquiring may ping an idle connection: bounded too.
+            let mut connection = tokio::time::timeout(limit, self.pool().acquire())
+                .await
+                .map_err(|_| timed_out(limit))?
+                .map_err(|e| map_sqlx(e, ctx))?;
+            match tokio::time::timeout(limit, statement().fetch_all(&mut *connection)).await {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(error)) => {
+                    match tokio::time::timeout(limit, connection.ping()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(ping)) => {
+                            tracing::debug!(error = %ping, "connection unusable after an error")
+                        }
+                        Err(_) => drop(connection.detach()),
                     }
                     Err(map_sqlx(error, ctx))
+                }
+                Err(_) => {
+                    // The connection is in an unknown state: close it, freeing its slot.
+                    drop(connection.detach());
+                    Err(timed_out(limit))
                 }
             }
         })
@@ -410,5 +458,59 @@ impl Store for SqlxStore {
 
     fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
         self.inner.wakeups.signal(queue)
+    }
+
+    async fn spawn_many(&self, tasks: Vec<NewTask>) -> Result<Vec<SpawnResult>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args = SpawnManyArgs::new(&tasks)?;
+        let rows = self.rows(Ctx::None, || args.statement()).await?;
+        spawn_results(&rows, tasks.len())
+    }
+
+    async fn complete_runs(
+        &self,
+        runs: Vec<RunCompletion>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let queues: Vec<&str> = runs.iter().map(|c| c.run.queue.as_str()).collect();
+        let task_ids: Vec<Uuid> = runs.iter().map(|c| c.run.task_id).collect();
+        let run_ids: Vec<Uuid> = runs.iter().map(|c| c.run.run_id).collect();
+        let outputs: Vec<Json<&Value>> = runs.iter().map(|c| Json(&c.output)).collect();
+        let rows = self
+            .rows(Ctx::None, || {
+                sqlx::query(sql::COMPLETE_RUNS)
+                    .bind(&queues)
+                    .bind(&task_ids)
+                    .bind(&run_ids)
+                    .bind(&outputs)
+            })
+            .await?;
+        let outcomes = rows
+            .iter()
+            .map(|row| get::<String>(row, "outcome"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if outcomes.len() != runs.len() {
+            return Err(unexpected(format!(
+                "complete_runs answered {} rows for {} runs",
+                outcomes.len(),
+                runs.len()
+            )));
+        }
+        let mut results = Vec::with_capacity(runs.len());
+        for (completion, outcome) in runs.into_iter().zip(outcomes) {
+            let result = match completion_outcome(&completion.run, &outcome) {
+                CompletionOutcome::Done(result) => result,
+                // A subtask: its completion tells its parent, under its event's lock first.
+                CompletionOutcome::Deferred => {
+                    self.complete_run(&completion.run, completion.output).await
+                }
+            };
+            results.push(result);
+        }
+        Ok(results)
     }
 }

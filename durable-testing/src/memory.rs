@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use durable_core::model::{AwaitCheckpoint, ChildOutcome, SleepCheckpoint};
 use durable_core::policy;
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, NewTask, RunRef, SleepOutcome, WakeAt,
-    child_event_name,
+    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, NewTask, RunCompletion, RunRef,
+    SleepOutcome, WakeAt, child_event_name,
 };
 use durable_core::{
     CancellationPolicy, FailureKind, RetryStrategy, SpawnResult, Store, StoreError, TaskErrorInfo,
@@ -19,6 +19,8 @@ use durable_core::{
 use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+mod batch;
 
 /// The store's clock: virtual (moved only by [`Clock::advance`]) or the system clock.
 #[derive(Debug)]
@@ -407,76 +409,17 @@ impl Store for MemoryStore {
     }
 
     async fn spawn(&self, task: NewTask) -> Result<SpawnResult, StoreError> {
-        policy::validate_queue_name(&task.queue).map_err(StoreError::invalid)?;
         let now = self.now();
-        let available_at = match task.delay {
-            Some(delay) => after(now, delay, "spawn delay")?,
-            None => now,
-        };
+        let spawn = batch::check_spawn(task, now)?;
+        let queue = spawn.queue().to_owned();
         let result = {
             let mut state = self.lock();
-            if let Some(parent) = task.parent_task_id {
-                let parent_state = state.tasks.get(&parent).map(|row| row.state);
-                if parent_state.is_none_or(TaskStatus::is_terminal) {
-                    return Err(StoreError::conflict(format!(
-                        "parent task {parent} has ended ({}): it cannot spawn subtasks",
-                        parent_state.map_or("not found", TaskStatus::as_str)
-                    )));
-                }
-            }
-            if let Some(key) = &task.idempotency_key
-                && let Some(existing) = state.idempotency.get(&(task.queue.clone(), key.clone()))
-                && let Some(row) = state.tasks.get(existing)
-            {
-                return Ok(SpawnResult {
-                    task_id: *existing,
-                    run_id: row.run_id,
-                    attempt: row.attempt,
-                    created: false,
-                });
-            }
-            let task_id = Uuid::now_v7();
-            let run_id = Uuid::now_v7();
-            state.next_seq += 1;
-            let seq = state.next_seq;
-            if let Some(key) = &task.idempotency_key {
-                state
-                    .idempotency
-                    .insert((task.queue.clone(), key.clone()), task_id);
-            }
-            state.queues.insert(task.queue.clone());
-            state.tasks.insert(
-                task_id,
-                TaskRow {
-                    seq,
-                    queue: task.queue.clone(),
-                    task_name: task.task_name,
-                    params: task.params,
-                    headers: task.headers,
-                    max_attempts: task.max_attempts.max(1),
-                    retry_strategy: task.retry_strategy,
-                    cancellation: task.cancellation,
-                    parent_task_id: task.parent_task_id,
-                    state: TaskStatus::Pending,
-                    attempt: 1,
-                    run_id,
-                    available_at: Some(available_at),
-                    claimed_by: None,
-                    lease_expires_at: None,
-                    created_at: now,
-                    first_started_at: None,
-                    output: None,
-                    last_error: None,
-                },
-            );
-            SpawnResult {
-                task_id,
-                run_id,
-                attempt: 1,
-                created: true,
-            }
+            state.check_parent(&spawn)?;
+            state.insert_task(spawn, now)
         };
-        self.notify(&task.queue);
+        if result.created {
+            self.notify(&queue);
+        }
         Ok(result)
     }
 
@@ -499,8 +442,12 @@ impl Store for MemoryStore {
                     .map(|at| (at, row.seq, *id))
             })
             .collect();
-        due.sort();
+        // The oldest `limit` in order, without sorting every due task.
+        if due.len() > request.limit && request.limit > 0 {
+            due.select_nth_unstable(request.limit - 1);
+        }
         due.truncate(request.limit);
+        due.sort_unstable();
         let next_wake_at = state
             .tasks
             .values()
@@ -561,7 +508,13 @@ impl Store for MemoryStore {
             .map(|(id, _)| *id)
             .collect();
         for task_id in expired {
-            let Some(row) = state.tasks.get_mut(&task_id) else {
+            // An earlier final failure in this loop may have cancelled this task (a descendant):
+            // a cancelled task stays cancelled.
+            let Some(row) = state
+                .tasks
+                .get_mut(&task_id)
+                .filter(|row| row.state == TaskStatus::Running)
+            else {
                 continue;
             };
             let error = TaskErrorInfo::new(
@@ -730,16 +683,10 @@ impl Store for MemoryStore {
 
     async fn complete_run(&self, run: &RunRef, output: Value) -> Result<(), StoreError> {
         let now = self.now();
-        {
-            let mut state = self.lock();
-            let row = state.owned(run, now)?;
-            row.state = TaskStatus::Completed;
-            row.output = Some(output.clone());
-            row.claimed_by = None;
-            row.lease_expires_at = None;
-            state.on_terminal(run.task_id, ChildOutcome::Completed { output }, now);
+        let told_parent = self.lock().complete(run, output, now)?;
+        if told_parent {
+            self.notify(&run.queue);
         }
-        self.notify(&run.queue);
         Ok(())
     }
 
@@ -842,5 +789,16 @@ impl Store for MemoryStore {
 
     fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
         self.sender(queue)
+    }
+
+    async fn spawn_many(&self, tasks: Vec<NewTask>) -> Result<Vec<SpawnResult>, StoreError> {
+        self.spawn_batch(tasks)
+    }
+
+    async fn complete_runs(
+        &self,
+        runs: Vec<RunCompletion>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        Ok(self.complete_batch(runs))
     }
 }

@@ -185,3 +185,59 @@ pub async fn expired_leases_are_recovered_while_every_slot_is_busy<B: StoreBuild
     .await;
     worker.shutdown().await;
 }
+
+pub async fn lease_expiry_never_revives_a_task_its_parent_cancelled<B: StoreBuilder>(b: &B) {
+    // A parent with no attempt left and its child (attempts left) both lose their leases: the
+    // parent fails for good, which cancels the child, whatever order recovery takes them in.
+    for _ in 0..4 {
+        let case = Case::new(b).await;
+        let parent = case
+            .spawn_with(
+                vec![],
+                SpawnOptions {
+                    max_attempts: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let parent_run = claim_one(&case, 1000).await;
+        let child = case
+            .client
+            .defaults()
+            .new_task(
+                QUEUE,
+                "conformance.script",
+                serde_json::to_value(case.script(vec![])).unwrap(),
+                SpawnOptions {
+                    max_attempts: Some(3),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let child = durable_core::store::NewTask {
+            parent_task_id: Some(parent_run.run.task_id),
+            ..child
+        };
+        let child = case.store.spawn(child).await.unwrap().task_id;
+        claim_one(&case, 1000).await;
+        case.advance(ms(1100)).await;
+        case.store.expire_leases(QUEUE).await.unwrap();
+        assert_eq!(case.status(parent).await, TaskStatus::Failed);
+        assert_eq!(case.status(child).await, TaskStatus::Cancelled);
+        let batch = case
+            .store
+            .claim(ClaimRequest {
+                queue: QUEUE.into(),
+                worker_id: "test-worker".into(),
+                task_names: vec!["conformance.script".into()],
+                limit: 10,
+                lease: ms(60_000),
+            })
+            .await
+            .unwrap();
+        assert!(
+            batch.runs.is_empty(),
+            "the cancelled child is never claimed again"
+        );
+    }
+}

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Cases are grouped by area: [`spawn`], [`checkpoints`], [`retries`], [`sleep`], [`events`],
-//! [`subtasks`], [`cancellation`], [`leases`], [`bad_input`] and [`concurrency`].
+//! [`subtasks`], [`cancellation`], [`leases`], [`bad_input`], [`hostile`] and [`concurrency`].
 
 // A conformance case is a test: a failed expectation panics, by design.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -22,6 +22,7 @@ pub mod cancellation;
 pub mod checkpoints;
 pub mod concurrency;
 pub mod events;
+pub mod hostile;
 pub mod leases;
 pub mod retries;
 mod script;
@@ -235,6 +236,8 @@ macro_rules! conformance_tests {
             spawn::claim_is_bounded_and_exclusive,
             spawn::spawn_by_name_checks_name_and_params,
             spawn::result_of_unknown_task_is_none,
+            spawn::spawn_many_creates_every_task_in_one_call,
+            spawn::complete_runs_answers_for_each_run,
             checkpoints::completed_steps_do_not_run_again_on_retry,
             checkpoints::failed_step_runs_again_alone,
             checkpoints::repeated_step_names_are_numbered,
@@ -274,10 +277,18 @@ macro_rules! conformance_tests {
             leases::lease_expiry_without_attempts_left_fails_the_task,
             leases::writes_after_cancel_are_refused,
             leases::expired_leases_are_recovered_while_every_slot_is_busy,
+            leases::lease_expiry_never_revives_a_task_its_parent_cancelled,
             bad_input::invalid_queue_names_are_refused,
             bad_input::reserved_event_names_are_refused,
             bad_input::absurd_durations_are_refused,
             bad_input::zero_max_attempts_is_refused,
+            hostile::oversized_payloads_are_refused_with_a_clear_error,
+            hostile::nul_characters_are_refused_before_reaching_the_store,
+            hostile::sql_metacharacters_are_plain_data_everywhere,
+            hostile::values_that_do_not_survive_json_are_refused,
+            hostile::unknown_task_names_wait_without_burning_attempts,
+            hostile::absurd_times_and_worker_options_are_survived,
+            hostile::a_task_that_never_returns_loses_its_lease_and_its_slot,
             concurrency::many_workers_run_each_step_once,
         );
     };

@@ -118,7 +118,7 @@ fn on(list: &[u32], attempt: u32) -> bool {
     list.is_empty() || list.contains(&attempt)
 }
 
-async fn run_script(script: Script, ctx: &TaskContext) -> TaskResult<Vec<Value>> {
+pub(crate) async fn run_script(script: Script, ctx: &TaskContext) -> TaskResult<Vec<Value>> {
     let key = script.key;
     hit(&key, "run");
     let mut out = Vec::new();

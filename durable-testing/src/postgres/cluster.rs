@@ -17,6 +17,19 @@ pub(crate) const SPEED_SETTINGS: [(&str, &str); 4] = [
     ("max_connections", "500"),
 ];
 
+/// The settings of a server started for benchmarks: PostgreSQL's defaults (durability on),
+/// with room for many connections.
+pub(crate) const DURABLE_SETTINGS: [(&str, &str); 1] = [("max_connections", "500")];
+
+/// The settings for a server: [`DURABLE_SETTINGS`] or [`SPEED_SETTINGS`].
+pub(crate) fn settings(durable: bool) -> &'static [(&'static str, &'static str)] {
+    if durable {
+        &DURABLE_SETTINGS
+    } else {
+        &SPEED_SETTINGS
+    }
+}
+
 const INITDB_TIMEOUT: Duration = Duration::from_secs(180);
 const START_TIMEOUT_SECS: u64 = 90;
 /// How many ports to try when another process grabs the free port first.
@@ -29,8 +42,50 @@ pub(crate) struct Cluster {
     pub(crate) dir: PathBuf,
     /// The loopback TCP port.
     pub(crate) port: u16,
+    /// `pg_ctl`, and whether it runs as the `postgres` OS user: for restarts.
+    pub(crate) control: ClusterControl,
     /// Stops the cluster and deletes `dir` when dropped or when the process exits.
     pub(crate) watchdog: Watchdog,
+}
+
+/// What it takes to restart a cluster: `pg_ctl restart -m fast` on its data directory.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterControl {
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    as_root: bool,
+}
+
+impl ClusterControl {
+    /// Restarts the cluster (a fast shutdown: every connection is closed, nothing committed is
+    /// lost), keeping its data directory and port; returns once it accepts connections again.
+    pub(crate) async fn restart(&self) -> Result<(), String> {
+        let timeout = START_TIMEOUT_SECS.to_string();
+        let out = run(
+            &self.pg_ctl,
+            &[
+                "restart".as_ref(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                timeout.as_ref(),
+                "-D".as_ref(),
+                self.data.as_os_str(),
+                "-l".as_ref(),
+                self.log.as_os_str(),
+            ],
+            self.as_root,
+            Duration::from_secs(START_TIMEOUT_SECS + 30),
+        )
+        .await?;
+        if out.success {
+            Ok(())
+        } else {
+            Err(failure("pg_ctl restart", &out))
+        }
+    }
 }
 
 impl Cluster {
@@ -121,7 +176,7 @@ fn failure(what: &str, out: &CommandOutput) -> String {
 }
 
 /// Creates and starts a throwaway cluster.
-pub(crate) async fn start(pg_bin: Option<&Path>) -> Result<Cluster, String> {
+pub(crate) async fn start(pg_bin: Option<&Path>, durable: bool) -> Result<Cluster, String> {
     let bindir = find_bindir(pg_bin).await?;
     let initdb = bindir.join("initdb");
     let pg_ctl = bindir.join("pg_ctl");
@@ -188,7 +243,7 @@ pub(crate) async fn start(pg_bin: Option<&Path>) -> Result<Cluster, String> {
             "unix_socket_directories = '{}'\n",
             dir.to_string_lossy().replace('\'', "''")
         ));
-        for (name, value) in SPEED_SETTINGS {
+        for (name, value) in settings(durable) {
             conf.push_str(&format!("{name} = {value}\n"));
         }
         append(&data.join("postgresql.conf"), &conf)?;
@@ -211,6 +266,12 @@ pub(crate) async fn start(pg_bin: Option<&Path>) -> Result<Cluster, String> {
         .await?;
         if out.success {
             return Ok(Cluster {
+                control: ClusterControl {
+                    pg_ctl,
+                    data,
+                    log,
+                    as_root,
+                },
                 dir,
                 port,
                 watchdog,

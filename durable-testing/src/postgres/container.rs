@@ -7,7 +7,7 @@ use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{GenericImage, ImageExt};
 
-use super::cluster::SPEED_SETTINGS;
+use super::cluster::settings;
 use super::util::run;
 use super::watchdog::Watchdog;
 
@@ -97,7 +97,10 @@ fn split_image(image: &str) -> (String, String) {
 
 /// Starts `image` and waits for its readiness line (twice: init server, then the final
 /// server). The caller still has to wait for a successful connection.
-pub(crate) async fn start(image: &str) -> Result<Container, String> {
+///
+/// `durable`: PostgreSQL's default durability and the data on the container's disk; else
+/// durability off and the data in memory.
+pub(crate) async fn start(image: &str, durable: bool) -> Result<Container, String> {
     docker_answers().await?;
     let name = format!(
         "durable-test-pg-{}-{}",
@@ -109,7 +112,7 @@ pub(crate) async fn start(image: &str) -> Result<Container, String> {
     let watchdog = Watchdog::for_container(&name)?;
     let (repository, tag) = split_image(image);
     let mut command = vec!["postgres".to_owned()];
-    for (setting, value) in SPEED_SETTINGS {
+    for (setting, value) in settings(durable) {
         command.push("-c".to_owned());
         command.push(format!("{setting}={value}"));
     }
@@ -123,13 +126,18 @@ pub(crate) async fn start(image: &str) -> Result<Container, String> {
         .with_env_var("POSTGRES_DB", "postgres")
         // Data in memory: a test server is thrown away, and cloning databases on the
         // container's overlay file system is several times slower. PGDATA is a directory
-        // inside the mount, so that an image running as non-root can create it.
-        .with_mount(Mount::tmpfs_mount(DATA_MOUNT))
+        // inside the mount, so that an image running as non-root can create it. A durable
+        // server keeps its data on disk, where fsync means something.
         .with_env_var("PGDATA", format!("{DATA_MOUNT}/pgdata"))
         .with_cmd(command)
         .with_container_name(name.clone())
         .with_label("org.durable.testing", "postgres")
         .with_startup_timeout(STARTUP_TIMEOUT);
+    let request = if durable {
+        request
+    } else {
+        request.with_mount(Mount::tmpfs_mount(DATA_MOUNT))
+    };
     let container = match tokio::time::timeout(OVERALL_TIMEOUT, request.start()).await {
         Ok(Ok(container)) => container,
         Ok(Err(error)) => {

@@ -83,6 +83,10 @@ pub enum FixtureError {
          #[tokio::test] with the runtime's I/O and time drivers enabled)"
     )]
     NoRuntime,
+    /// [`PgServer::restart`](super::PgServer::restart) failed, or the server is not a local
+    /// cluster started by this fixture (only those can be restarted).
+    #[error("could not restart the PostgreSQL server: {0}")]
+    Restart(String),
 }
 
 /// Hides the password of a `postgres://user:password@host/db` URL, for messages.

@@ -63,6 +63,11 @@ pub struct ServerOptions {
     pub local_cluster: bool,
     /// The directory of the binaries for 3; found automatically when `None`.
     pub pg_bin: Option<PathBuf>,
+    /// Start the container or cluster (2, 3) with PostgreSQL's default durability
+    /// (`fsync`, `synchronous_commit` and `full_page_writes` on, data on disk rather than
+    /// in memory), for benchmarks. Default `false`: a test server trades durability for
+    /// speed. Has no effect on an existing server (1).
+    pub durable: bool,
 }
 
 impl Default for ServerOptions {
@@ -75,6 +80,7 @@ impl Default for ServerOptions {
             image: container::DEFAULT_IMAGE.to_owned(),
             local_cluster: true,
             pg_bin: None,
+            durable: false,
         }
     }
 }
@@ -91,6 +97,7 @@ impl ServerOptions {
             image: env_nonempty(ENV_POSTGRES_IMAGE).unwrap_or(defaults.image),
             local_cluster: !env_flag(ENV_REQUIRE_DOCKER),
             pg_bin: env_nonempty(ENV_PG_BIN).map(PathBuf::from),
+            durable: false,
         }
     }
 }
@@ -106,6 +113,8 @@ pub struct PgServer {
     source: ServerSource,
     base: UrlBase,
     admin_url: String,
+    /// Set for a local cluster started here: what [`PgServer::restart`] needs.
+    control: Option<cluster::ClusterControl>,
     _watchdog: Option<Watchdog>,
 }
 
@@ -149,7 +158,7 @@ impl PgServer {
             return Self::from_url(url).await;
         }
         let docker_reason = if options.docker {
-            match Self::start_container(&options.image).await {
+            match Self::start_container(&options.image, options.durable).await {
                 Ok(server) => return Ok(server),
                 Err(reason) => {
                     tracing::warn!(
@@ -164,7 +173,7 @@ impl PgServer {
             format!("skipped ({ENV_NO_DOCKER} is set or Docker is disabled in the options)")
         };
         let local_reason = if options.local_cluster {
-            match Self::start_cluster(options.pg_bin).await {
+            match Self::start_cluster(options.pg_bin, options.durable).await {
                 Ok(server) => return Ok(server),
                 Err(reason) => reason,
             }
@@ -213,13 +222,14 @@ impl PgServer {
             source: ServerSource::EnvUrl,
             base: UrlBase::parse(&url),
             admin_url: url,
+            control: None,
             _watchdog: None,
         })
     }
 
-    async fn start_container(image: &str) -> Result<PgServer, String> {
+    async fn start_container(image: &str, durable: bool) -> Result<PgServer, String> {
         let started = Instant::now();
-        let container = container::start(image).await?;
+        let container = container::start(image, durable).await?;
         let base = UrlBase::parse(&container.base_url());
         let admin_url = base.url_for("postgres");
         let server = PgServer {
@@ -229,6 +239,7 @@ impl PgServer {
             },
             base,
             admin_url,
+            control: None,
             _watchdog: Some(container.watchdog),
         };
         // On failure `server` drops, and its watchdog removes the container.
@@ -244,9 +255,9 @@ impl PgServer {
         Ok(server)
     }
 
-    async fn start_cluster(pg_bin: Option<PathBuf>) -> Result<PgServer, String> {
+    async fn start_cluster(pg_bin: Option<PathBuf>, durable: bool) -> Result<PgServer, String> {
         let started = Instant::now();
-        let cluster = cluster::start(pg_bin.as_deref()).await?;
+        let cluster = cluster::start(pg_bin.as_deref(), durable).await?;
         let base = UrlBase::parse(&cluster.base_url());
         let admin_url = base.url_for("postgres");
         let server = PgServer {
@@ -255,6 +266,7 @@ impl PgServer {
             },
             base,
             admin_url,
+            control: Some(cluster.control),
             _watchdog: Some(cluster.watchdog),
         };
         wait_until_connectable(&server.admin_url, CONNECTABLE_TIMEOUT)
@@ -279,6 +291,23 @@ impl PgServer {
     /// Connection URL for database `db` on this server (user with CREATEDB rights).
     pub fn url_for(&self, db: &str) -> String {
         self.base.url_for(db)
+    }
+
+    /// Restarts the server with `pg_ctl restart -m fast`, for fault-injection tests: every
+    /// connection is closed, nothing committed is lost, the port and data stay. Returns once the
+    /// server accepts connections again. Only a local cluster started by this fixture can be
+    /// restarted (start one with [`PgServer::start`] and `ServerOptions { docker: false, .. }`);
+    /// any other server gives [`FixtureError::Restart`]. Do not restart the
+    /// [shared](PgServer::shared) server: other tests use it.
+    pub async fn restart(&self) -> Result<(), FixtureError> {
+        let control = self.control.as_ref().ok_or_else(|| {
+            FixtureError::Restart(format!(
+                "only a local cluster started by the fixture can be restarted, this server is {:?}",
+                self.source
+            ))
+        })?;
+        control.restart().await.map_err(FixtureError::Restart)?;
+        wait_until_connectable(&self.admin_url, CONNECTABLE_TIMEOUT).await
     }
 
     /// The URL the fixture uses for administration (creating and dropping databases):
