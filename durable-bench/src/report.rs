@@ -104,8 +104,10 @@ fn format_value(value: f64) -> String {
         format!("{value:.1}")
     } else if magnitude >= 1.0 {
         format!("{value:.2}")
-    } else {
+    } else if magnitude >= 0.01 {
         format!("{value:.3}")
+    } else {
+        format!("{value:.4}")
     }
 }
 
