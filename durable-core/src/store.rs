@@ -312,3 +312,41 @@ pub trait Store: Send + Sync + 'static {
         Ok(results)
     }
 }
+
+/// The per-queue signals a store hands out from [`Store::work_signal`]: one watch channel per
+/// queue whose value is a generation counter, bumped when work may have become available.
+/// Shared by the stores so each only decides *when* to bump.
+#[derive(Debug, Default)]
+pub struct WorkSignals {
+    senders: std::sync::Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl WorkSignals {
+    fn senders(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
+        self.senders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The signal of `queue`, created on first use.
+    pub fn subscribe(&self, queue: &str) -> watch::Receiver<u64> {
+        self.senders()
+            .entry(queue.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Wakes the subscribers of `queue`.
+    pub fn bump(&self, queue: &str) {
+        if let Some(sender) = self.senders().get(queue) {
+            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+
+    /// Wakes every subscriber (e.g. after notifications may have been missed).
+    pub fn bump_all(&self) {
+        for sender in self.senders().values() {
+            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+}

@@ -3,7 +3,6 @@
 //!
 //! [`Store::work_signal`]: durable_core::Store::work_signal
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,35 +16,7 @@ use tokio::task::JoinHandle;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// One watch channel per queue; the value is a generation counter.
-#[derive(Debug, Default)]
-struct Signals {
-    senders: Mutex<HashMap<String, watch::Sender<u64>>>,
-}
-
-impl Signals {
-    fn subscribe(&self, queue: &str) -> watch::Receiver<u64> {
-        let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
-        senders
-            .entry(queue.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
-    }
-
-    fn bump(&self, queue: &str) {
-        let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = senders.get(queue) {
-            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
-        }
-    }
-
-    fn bump_all(&self) {
-        let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
-        for sender in senders.values() {
-            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
-        }
-    }
-}
+use durable_core::store::WorkSignals as Signals;
 
 /// The wake-up side of a store: hands out signals and, when listening, runs the listener task
 /// from the first `work_signal` call until the store is dropped.
