@@ -552,7 +552,7 @@ impl<S: Store> Durable<S> {
         }
     }
 
-    fn resolve_queue(&self, queue: Option<&str>) -> DurableResult<String> {
+    pub(crate) fn resolve_queue(&self, queue: Option<&str>) -> DurableResult<String> {
         let queue = queue.unwrap_or(&self.inner.defaults.queue);
         policy::validate_queue_name(queue).map_err(|r| DurableError::invalid("queue name", r))?;
         Ok(queue.to_owned())

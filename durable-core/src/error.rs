@@ -135,6 +135,31 @@ pub enum DurableError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The task awaited by [`Durable::wait_for_result`](crate::Durable::wait_for_result)
+    /// failed for good.
+    #[error("task {task_id} failed{}", error.as_ref().map(|e| format!(": {}", e.message)).unwrap_or_default())]
+    TaskFailed {
+        /// The task.
+        task_id: uuid::Uuid,
+        /// The error of its last attempt, when recorded.
+        error: Option<crate::model::TaskErrorInfo>,
+    },
+    /// The task awaited by [`Durable::wait_for_result`](crate::Durable::wait_for_result) was
+    /// cancelled.
+    #[error("task {task_id} was cancelled")]
+    TaskCancelled {
+        /// The task.
+        task_id: uuid::Uuid,
+    },
+    /// [`Durable::wait_for_result`](crate::Durable::wait_for_result) gave up: the task had not
+    /// ended.
+    #[error("task {task_id} had not ended after {timeout:?}")]
+    WaitTimedOut {
+        /// The task.
+        task_id: uuid::Uuid,
+        /// How long the wait was.
+        timeout: std::time::Duration,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -8,8 +8,11 @@
 mod client;
 mod completer;
 mod context;
+pub mod cron;
 mod error;
+mod maintenance;
 pub mod model;
+mod operations;
 mod options;
 pub mod policy;
 pub mod store;
@@ -19,10 +22,12 @@ mod worker;
 pub use async_trait::async_trait;
 pub use client::{ClientDefaults, Durable, DurableBuilder};
 pub use context::TaskContext;
+pub use cron::{CronError, CronSchedule};
 pub use error::{
     BoxError, ControlFlow, DurableError, DurableResult, NonRetryable, StoreError, TaskError,
     TaskResult,
 };
+pub use maintenance::ScheduleTick;
 pub use model::{FailureKind, SpawnResult, TaskErrorInfo, TaskPollResult, TaskStatus};
 pub use options::{CancellationPolicy, RetryStrategy, SpawnOptions, WorkerOptions};
 pub use store::Store;

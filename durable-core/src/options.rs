@@ -120,6 +120,21 @@ pub struct WorkerOptions {
     /// How often the worker recovers tasks whose lease expired, even when all its slots are busy.
     /// Default 1 s.
     pub lease_check_interval: Duration,
+    /// How often the worker looks for due schedules of its queue (and sooner when a tick is
+    /// nearer); `None`: this worker fires no schedule. Default 1 s. With several workers, each
+    /// tick still fires once.
+    pub schedule_interval: Option<Duration>,
+    /// Retention: finished tasks of the queue (completed, failed, cancelled) are deleted this
+    /// long after they ended, with their checkpoints, waits and events older than that; `None`
+    /// keeps them forever. Default `None`. See [`Durable::purge_finished`] for what goes and
+    /// what stays.
+    ///
+    /// [`Durable::purge_finished`]: crate::Durable::purge_finished
+    pub retention: Option<Duration>,
+    /// How often retention runs when [`WorkerOptions::retention`] is set. Default 60 s.
+    pub retention_interval: Duration,
+    /// The most tasks one retention batch deletes (one short transaction each). Default 1,000.
+    pub retention_batch_size: usize,
 }
 
 impl Default for WorkerOptions {
@@ -131,6 +146,10 @@ impl Default for WorkerOptions {
             batch_size: None,
             poll_interval: Duration::from_millis(250),
             lease_check_interval: Duration::from_secs(1),
+            schedule_interval: Some(Duration::from_secs(1)),
+            retention: None,
+            retention_interval: Duration::from_secs(60),
+            retention_batch_size: 1_000,
         }
     }
 }
@@ -169,6 +188,30 @@ impl WorkerOptions {
     /// Sets [`WorkerOptions::lease_check_interval`].
     pub fn lease_check_interval(mut self, interval: Duration) -> Self {
         self.lease_check_interval = interval;
+        self
+    }
+
+    /// Sets [`WorkerOptions::schedule_interval`] (`None`: fire no schedule).
+    pub fn schedule_interval(mut self, interval: Option<Duration>) -> Self {
+        self.schedule_interval = interval;
+        self
+    }
+
+    /// Sets [`WorkerOptions::retention`]: delete finished tasks this long after they ended.
+    pub fn retention(mut self, older_than: Duration) -> Self {
+        self.retention = Some(older_than);
+        self
+    }
+
+    /// Sets [`WorkerOptions::retention_interval`].
+    pub fn retention_interval(mut self, interval: Duration) -> Self {
+        self.retention_interval = interval;
+        self
+    }
+
+    /// Sets [`WorkerOptions::retention_batch_size`].
+    pub fn retention_batch_size(mut self, batch_size: usize) -> Self {
+        self.retention_batch_size = batch_size;
         self
     }
 }

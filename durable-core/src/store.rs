@@ -37,12 +37,15 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::StoreError;
-use crate::model::{SpawnResult, TaskErrorInfo, TaskPollResult};
+use crate::model::{SpawnResult, TaskErrorInfo, TaskPollResult, TaskStatus};
 use crate::options::{CancellationPolicy, RetryStrategy};
+
+/// The prefix of the events a store emits when a subtask ends ([`child_event_name`]).
+pub const CHILD_EVENT_PREFIX: &str = "$child:";
 
 /// The name of the event a store emits when the subtask `task_id` ends.
 pub fn child_event_name(task_id: Uuid) -> String {
-    format!("$child:{task_id}")
+    format!("{CHILD_EVENT_PREFIX}{task_id}")
 }
 
 /// Identifies one run of one task: the fencing token of every write the run makes.
@@ -181,6 +184,91 @@ pub enum AwaitOutcome {
     Suspended,
 }
 
+/// What one batch of [`Store::purge_finished`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeOutcome {
+    /// Finished tasks deleted (with their checkpoints and waits).
+    pub tasks: u64,
+    /// Events deleted.
+    pub events: u64,
+    /// Whether a batch was full: there may be more to delete.
+    pub more: bool,
+}
+
+/// A recurring spawn: the task to create at every tick of `cron`. Every default has been
+/// applied and every name validated by the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    /// The queue the schedule belongs to and spawns into.
+    pub queue: String,
+    /// The schedule's name, unique in its queue.
+    pub name: String,
+    /// The cron expression ([`CronSchedule`](crate::CronSchedule) syntax, validated).
+    pub cron: String,
+    /// The registered name of the task to spawn.
+    pub task_name: String,
+    /// The params of every spawned task.
+    pub params: Value,
+    /// The headers of every spawned task (the store adds `durable.schedule` and
+    /// `durable.scheduled_at`).
+    pub headers: BTreeMap<String, Value>,
+    /// Attempts in all of every spawned task.
+    pub max_attempts: u32,
+    /// Retry strategy of every spawned task.
+    pub retry_strategy: RetryStrategy,
+    /// Cancellation policy of every spawned task.
+    pub cancellation: CancellationPolicy,
+}
+
+/// A stored schedule and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRecord {
+    /// What it spawns, and when.
+    pub spec: ScheduleSpec,
+    /// The next tick; `None` until a worker arms it (new or changed schedules).
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The last tick that fired.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The task the last tick spawned.
+    pub last_task_id: Option<Uuid>,
+    /// When the schedule was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What [`Store::due_schedules`] returns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DueSchedules {
+    /// Schedules whose tick has come, or that are not armed yet.
+    pub schedules: Vec<ScheduleRecord>,
+    /// Store time of the query.
+    pub now: DateTime<Utc>,
+    /// The earliest armed tick after `now`, if any.
+    pub next_due_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::advance_schedule`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduleAdvance {
+    /// Nothing: the schedule was not at the expected tick (another worker moved it first, or it
+    /// changed, or it was deleted).
+    Stale,
+    /// The schedule moved to its next tick without spawning.
+    Moved,
+    /// The schedule moved to its next tick and the task of the tick was spawned.
+    Fired(SpawnResult),
+}
+
+/// The idempotency key of the task that tick `tick` of schedule `name` spawns: at most one task
+/// per tick, even if a schedule is deleted and created again.
+pub fn schedule_task_key(name: &str, tick: DateTime<Utc>) -> String {
+    format!(
+        "$schedule:{name}:{}",
+        tick.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
+}
+
 /// The storage port. See the [module documentation](self) for the contract every implementation
 /// honours.
 #[async_trait]
@@ -277,6 +365,58 @@ pub trait Store: Send + Sync + 'static {
     /// The state of a task, or `None` if there is no such task.
     async fn task_result(&self, task_id: Uuid) -> Result<Option<TaskPollResult>, StoreError>;
 
+    /// Retention: deletes one batch of at most `limit` finished (completed, failed, cancelled)
+    /// tasks of `queue` that ended at least `older_than` ago (store time), with their
+    /// checkpoints and waits and the event that announced their end to their parent, then at
+    /// most `limit` events of the queue emitted at least `older_than` ago. A subtask is deleted
+    /// only once its parent is gone (a task tree goes from the root down), so no parent loses
+    /// the outcome of a child it may still join. Never waits on a row another operation holds.
+    async fn purge_finished(
+        &self,
+        queue: &str,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<PurgeOutcome, StoreError>;
+
+    /// Creates the schedule `(spec.queue, spec.name)`, or replaces it (it is then armed again
+    /// from its new cron). Returns whether it was created.
+    async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError>;
+
+    /// The schedules of `queue` (every queue with `None`), by queue and name.
+    async fn list_schedules(&self, queue: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Deletes a schedule; returns whether it existed. Tasks it spawned are left alone.
+    async fn delete_schedule(&self, queue: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Up to `limit` schedules of `queue` that are not armed or whose tick has come (store
+    /// time), unarmed first, then by tick.
+    async fn due_schedules(&self, queue: &str, limit: usize) -> Result<DueSchedules, StoreError>;
+
+    /// Moves schedule `(queue, name)` from tick `expected` (`None`: not armed) to `next`, only if
+    /// it is still at `expected`: whoever moves it first wins, the others get
+    /// [`ScheduleAdvance::Stale`]. With `fire` (and an `expected` tick), the same atomic step
+    /// spawns the schedule's task for tick `expected`, with the idempotency key
+    /// [`schedule_task_key`] and the headers `durable.schedule` (the name) and
+    /// `durable.scheduled_at` (the tick, RFC 3339): at most one task per tick.
+    async fn advance_schedule(
+        &self,
+        queue: &str,
+        name: &str,
+        expected: Option<DateTime<Utc>>,
+        next: Option<DateTime<Utc>>,
+        fire: bool,
+    ) -> Result<ScheduleAdvance, StoreError>;
+
+    /// Asks to be told when the task ends: returns a signal that changes once it has reached a
+    /// terminal state (completed, failed, cancelled), and the task's state now (`None`: no such
+    /// task). Subscribe before reading the result, so that an end between the two is not
+    /// missed. Stores without notifications return a signal that may never change; callers
+    /// also poll.
+    async fn watch_finish(
+        &self,
+        task_id: Uuid,
+    ) -> Result<(watch::Receiver<u64>, Option<TaskStatus>), StoreError>;
+
     /// A signal that changes when work may have become available in `queue` (a spawn, an emit,
     /// a retry...). Stores without notifications return a receiver that never changes; workers
     /// then rely on polling.
@@ -341,6 +481,25 @@ impl WorkSignals {
         if let Some(sender) = self.senders().get(queue) {
             sender.send_modify(|generation| *generation = generation.wrapping_add(1));
         }
+    }
+
+    /// Wakes the subscribers of `key` and forgets it: for one-shot signals such as the end of a
+    /// task. Later subscribers get a fresh signal.
+    pub fn bump_and_forget(&self, key: &str) {
+        if let Some(sender) = self.senders().remove(key) {
+            sender.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+
+    /// The signal of `key`, after forgetting every signal that no one holds any more: for keys
+    /// that come and go (task ids), so the registry holds only live subscriptions.
+    pub fn subscribe_pruning(&self, key: &str) -> watch::Receiver<u64> {
+        let mut senders = self.senders();
+        senders.retain(|_, sender| sender.receiver_count() > 0);
+        senders
+            .entry(key.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// Wakes every subscriber (e.g. after notifications may have been missed).

@@ -19,6 +19,7 @@ use crate::client::{ClientDefaults, Registry};
 use crate::completer::Completer;
 use crate::context::TaskContext;
 use crate::error::{ControlFlow, DurableError, DurableResult, StoreError, TaskError};
+use crate::maintenance::{self, MaintenancePlan, RetentionPlan};
 use crate::model::{FailureKind, TaskErrorInfo};
 use crate::options::WorkerOptions;
 use crate::policy;
@@ -115,6 +116,7 @@ struct Plan {
     lease: Duration,
     poll: Duration,
     lease_check: Duration,
+    maintenance: MaintenancePlan,
 }
 
 /// How long a busy worker with fewer than `min_claim` free slots waits for more before it
@@ -166,6 +168,18 @@ fn plan(options: &WorkerOptions) -> Plan {
         lease_check: options
             .lease_check_interval
             .clamp(Duration::from_millis(1), policy::MAX_DURATION),
+        maintenance: MaintenancePlan {
+            schedules: options
+                .schedule_interval
+                .map(|i| i.clamp(Duration::from_millis(1), policy::MAX_DURATION)),
+            retention: options.retention.map(|older_than| RetentionPlan {
+                older_than: older_than.min(policy::MAX_DURATION),
+                interval: options
+                    .retention_interval
+                    .clamp(Duration::from_millis(1), policy::MAX_DURATION),
+                batch_size: options.retention_batch_size.clamp(1, i32::MAX as usize),
+            }),
+        },
     }
 }
 
@@ -194,8 +208,25 @@ fn claim_request(shared: &Shared, plan: &Plan, limit: usize) -> ClaimRequest {
     }
 }
 
-async fn run_loop(shared: Shared, plan: Plan, mut stop: watch::Receiver<bool>) {
+async fn run_loop(shared: Shared, mut plan: Plan, mut stop: watch::Receiver<bool>) {
     let queue = shared.defaults.queue.clone();
+    // Schedules and retention on a task of their own, stopped with the loop (or aborted with it).
+    let maintenance_plan = std::mem::replace(
+        &mut plan.maintenance,
+        MaintenancePlan {
+            schedules: None,
+            retention: None,
+        },
+    );
+    let maintenance = AbortOnDrop(tokio::spawn(
+        maintenance::run(
+            Arc::clone(&shared.store),
+            queue.clone(),
+            maintenance_plan,
+            stop.clone(),
+        )
+        .in_current_span(),
+    ));
     let mut signal = shared.store.work_signal(&queue);
     let (completer, completer_task) = Completer::start(Arc::clone(&shared.store));
     let mut in_flight: JoinSet<RunEnd> = JoinSet::new();
@@ -295,6 +326,7 @@ async fn run_loop(shared: Shared, plan: Plan, mut stop: watch::Receiver<bool>) {
         }
     }
     // Drain: let the tasks in flight finish or suspend, and their completions be recorded.
+    drop(maintenance);
     while in_flight.join_next().await.is_some() {}
     drop(completer);
     if let Err(error) = completer_task.await

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
-use durable_postgres_sql::NOTIFY_CHANNEL;
+use durable_core::store::WorkSignals;
+use durable_postgres_sql::{FINISH_CHANNEL, NOTIFY_CHANNEL};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,7 +31,45 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 /// How long making the listener connection may take before it is tried again.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) use durable_core::store::WorkSignals as Signals;
+/// The signals the listener bumps: work per queue, and the end of watched tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Signals {
+    work: WorkSignals,
+    finish: WorkSignals,
+}
+
+impl Signals {
+    /// The work signal of `queue`.
+    pub(crate) fn subscribe(&self, queue: &str) -> watch::Receiver<u64> {
+        self.work.subscribe(queue)
+    }
+
+    /// Wakes the workers of `queue`.
+    #[cfg(test)]
+    pub(crate) fn bump(&self, queue: &str) {
+        self.work.bump(queue);
+    }
+
+    /// Wakes everyone: workers and result waiters (notifications may have been missed).
+    pub(crate) fn bump_all(&self) {
+        self.work.bump_all();
+        self.finish.bump_all();
+    }
+
+    /// The signal of the end of `task_id`.
+    pub(crate) fn subscribe_finish(&self, task_id: uuid::Uuid) -> watch::Receiver<u64> {
+        self.finish.subscribe_pruning(&task_id.to_string())
+    }
+
+    /// Forwards one notification.
+    fn notified(&self, channel: &str, payload: &str) {
+        if channel == NOTIFY_CHANNEL {
+            self.work.bump(payload);
+        } else if channel == FINISH_CHANNEL {
+            self.finish.bump_and_forget(payload);
+        }
+    }
+}
 
 /// The wake-up side of a store: hands out signals and, when listening, runs the listener task
 /// from the first `work_signal` call until the store is dropped.
@@ -82,6 +121,15 @@ impl Wakeups {
     /// The signal of `queue`, starting the listener if needed.
     pub(crate) fn signal(&self, queue: &str) -> watch::Receiver<u64> {
         let receiver = self.signals.subscribe(queue);
+        if let Some(listen) = &self.listen {
+            listen.ensure_started(&self.signals);
+        }
+        receiver
+    }
+
+    /// The signal of the end of `task_id`, starting the listener if needed.
+    pub(crate) fn finish_signal(&self, task_id: uuid::Uuid) -> watch::Receiver<u64> {
+        let receiver = self.signals.subscribe_finish(task_id);
         if let Some(listen) = &self.listen {
             listen.ensure_started(&self.signals);
         }
@@ -186,9 +234,7 @@ where
         loop {
             match connection.poll_message(cx) {
                 Poll::Ready(Some(Ok(AsyncMessage::Notification(notification)))) => {
-                    if notification.channel() == NOTIFY_CHANNEL {
-                        signals.bump(notification.payload());
-                    }
+                    signals.notified(notification.channel(), notification.payload());
                 }
                 Poll::Ready(Some(Ok(_))) => {} // a notice
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
@@ -201,10 +247,14 @@ where
     (listening, result)
 }
 
-/// `LISTEN "durable"`: the channel is a constant of `durable-postgres-sql`, quoted as an
-/// identifier (sqlx's `PgListener::listen` sends the same).
+/// `LISTEN "durable"; LISTEN "durable_finish"`: the channels are constants of
+/// `durable-postgres-sql`, quoted as identifiers (sqlx's `PgListener::listen` sends the same).
 fn listen_statement() -> String {
-    format!("LISTEN \"{}\"", NOTIFY_CHANNEL.replace('"', "\"\""))
+    [NOTIFY_CHANNEL, FINISH_CHANNEL]
+        .iter()
+        .map(|channel| format!("LISTEN \"{}\";", channel.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -226,6 +276,9 @@ mod tests {
 
     #[test]
     fn listen_statement_quotes_the_channel() {
-        assert_eq!(listen_statement(), "LISTEN \"durable\"");
+        assert_eq!(
+            listen_statement(),
+            "LISTEN \"durable\"; LISTEN \"durable_finish\";"
+        );
     }
 }

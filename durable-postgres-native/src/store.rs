@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, NewTask, RunCompletion, RunRef,
-    SleepOutcome, WakeAt,
+    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, DueSchedules, NewTask, PurgeOutcome,
+    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
+    schedule_task_key,
 };
 use durable_core::{
     SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
@@ -274,6 +276,28 @@ fn claimed_run(
     })
 }
 
+/// Reads a schedule from a row of `LIST_SCHEDULES` or `DUE_SCHEDULES`.
+fn schedule_record(row: &Row) -> Result<ScheduleRecord, StoreError> {
+    Ok(ScheduleRecord {
+        spec: ScheduleSpec {
+            queue: get(row, "queue_name")?,
+            name: get(row, "schedule_name")?,
+            cron: get(row, "cron")?,
+            task_name: get(row, "task_name")?,
+            params: json(row, "params")?,
+            headers: json(row, "headers")?,
+            max_attempts: count(row, "max_attempts")?,
+            retry_strategy: json(row, "retry_strategy")?,
+            cancellation: json(row, "cancellation")?,
+        },
+        next_run_at: get(row, "next_run_at")?,
+        last_run_at: get(row, "last_run_at")?,
+        last_task_id: get(row, "last_task_id")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
 #[async_trait]
 impl Store for NativeStore {
     async fn ensure_queue(&self, queue: &str) -> Result<(), StoreError> {
@@ -485,6 +509,121 @@ impl Store for NativeStore {
 
     fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
         self.inner.wakeups.signal(queue)
+    }
+
+    async fn purge_finished(
+        &self,
+        queue: &str,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<PurgeOutcome, StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        let age = micros("retention age", older_than)?;
+        let limit = int4(limit as u64);
+        let row = self
+            .one(sql::PURGE_FINISHED, &[&queue, &age, &limit], Ctx::None)
+            .await?;
+        Ok(PurgeOutcome {
+            tasks: u64::try_from(get::<i64>(&row, "tasks")?).unwrap_or(0),
+            events: u64::try_from(get::<i64>(&row, "events")?).unwrap_or(0),
+            more: get(&row, "more")?,
+        })
+    }
+
+    async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {
+        policy::validate_queue_name(&spec.queue).map_err(StoreError::invalid)?;
+        let headers = to_json("headers", &spec.headers)?;
+        let retry_strategy = to_json("retry strategy", &spec.retry_strategy)?;
+        let cancellation = to_json("cancellation policy", &spec.cancellation)?;
+        let max_attempts = int4(u64::from(spec.max_attempts.max(1)));
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &spec.queue,
+            &spec.name,
+            &spec.cron,
+            &spec.task_name,
+            &spec.params,
+            &headers,
+            &max_attempts,
+            &retry_strategy,
+            &cancellation,
+        ];
+        let row = self.one(sql::UPSERT_SCHEDULE, &params, Ctx::None).await?;
+        get(&row, "created")
+    }
+
+    async fn list_schedules(&self, queue: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let rows = self.rows(sql::LIST_SCHEDULES, &[&queue], Ctx::None).await?;
+        rows.iter().map(schedule_record).collect()
+    }
+
+    async fn delete_schedule(&self, queue: &str, name: &str) -> Result<bool, StoreError> {
+        let row = self
+            .one(sql::DELETE_SCHEDULE, &[&queue, &name], Ctx::None)
+            .await?;
+        get(&row, "deleted")
+    }
+
+    async fn due_schedules(&self, queue: &str, limit: usize) -> Result<DueSchedules, StoreError> {
+        let limit = int4(limit as u64);
+        let rows = self
+            .rows(sql::DUE_SCHEDULES, &[&queue, &limit], Ctx::None)
+            .await?;
+        let (summary, due) = rows
+            .split_last()
+            .ok_or_else(|| unexpected("due_schedules returned no summary row"))?;
+        if get::<Option<&str>>(summary, "schedule_name")?.is_some() {
+            return Err(unexpected("due_schedules did not end with its summary row"));
+        }
+        Ok(DueSchedules {
+            schedules: due
+                .iter()
+                .map(schedule_record)
+                .collect::<Result<Vec<_>, _>>()?,
+            now: get(summary, "next_run_at")?,
+            next_due_at: get(summary, "last_run_at")?,
+        })
+    }
+
+    async fn advance_schedule(
+        &self,
+        queue: &str,
+        name: &str,
+        expected: Option<DateTime<Utc>>,
+        next: Option<DateTime<Utc>>,
+        fire: bool,
+    ) -> Result<ScheduleAdvance, StoreError> {
+        let key = expected.map(|tick| schedule_task_key(name, tick));
+        let params: [&(dyn ToSql + Sync); 6] = [&queue, &name, &expected, &next, &fire, &key];
+        let row = self.one(sql::ADVANCE_SCHEDULE, &params, Ctx::None).await?;
+        if !get::<bool>(&row, "advanced")? {
+            return Ok(ScheduleAdvance::Stale);
+        }
+        let Some(task_id) = get::<Option<Uuid>>(&row, "task_id")? else {
+            return Ok(ScheduleAdvance::Moved);
+        };
+        Ok(ScheduleAdvance::Fired(SpawnResult {
+            task_id,
+            run_id: get(&row, "run_id")?,
+            attempt: count(&row, "attempt")?,
+            created: get(&row, "created")?,
+        }))
+    }
+
+    async fn watch_finish(
+        &self,
+        task_id: Uuid,
+    ) -> Result<(watch::Receiver<u64>, Option<TaskStatus>), StoreError> {
+        // Subscribed before the flag is set and the state read: no end goes unseen.
+        let signal = self.inner.wakeups.finish_signal(task_id);
+        let row = self.one(sql::WATCH_FINISH, &[&task_id], Ctx::None).await?;
+        let state = get::<Option<&str>>(&row, "state")?
+            .map(|state| {
+                TaskStatus::parse(state).ok_or_else(|| {
+                    unexpected(format!("task {task_id} has unknown state {state:?}"))
+                })
+            })
+            .transpose()?;
+        Ok((signal, state))
     }
 
     async fn spawn_many(&self, tasks: Vec<NewTask>) -> Result<Vec<SpawnResult>, StoreError> {

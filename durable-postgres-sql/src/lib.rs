@@ -91,6 +91,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "batch",
         sql: include_str!("../migrations/0004_batch.sql"),
     },
+    Migration {
+        version: 5,
+        name: "operations",
+        sql: include_str!("../migrations/0005_operations.sql"),
+    },
 ];
 
 /// The key of the session advisory lock (`pg_advisory_lock(bigint)`) held while migrating: the
@@ -99,6 +104,10 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x6475_7261_626c_6521;
 
 /// The channel of the notifications that announce work; the payload is the queue name.
 pub const NOTIFY_CHANNEL: &str = "durable";
+
+/// The channel of the notifications that announce the end of a task someone waits for
+/// (`statements::WATCH_FINISH`); the payload is the task id.
+pub const FINISH_CHANNEL: &str = "durable_finish";
 
 /// The prefix of the event a task's terminal transition emits for its parent:
 /// `'$child:' || task_id`, the same name as `durable_core::store::child_event_name`.

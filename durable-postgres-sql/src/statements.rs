@@ -149,3 +149,86 @@ $8::text[], $9::uuid[], $10::bigint[])";
 /// or `deferred`: the task has a parent and was left alone, complete it with [`COMPLETE_RUN`].
 pub const COMPLETE_RUNS: &str = "SELECT ord, outcome FROM durable.complete_runs(\
 $1::text[], $2::uuid[], $3::uuid[], $4::jsonb[])";
+
+/// Retention: deletes one bounded batch of finished tasks of a queue (with their checkpoints,
+/// waits and the event that announced their end to a parent) and of old events. A subtask goes
+/// only once its parent's row is gone; rows other transactions hold are skipped.
+///
+/// Parameters: `$1 text` queue, `$2 bigint` age in microseconds (finished at least this long
+/// ago), `$3 integer` batch size (>= 1).
+///
+/// One row: `tasks bigint` and `events bigint` deleted, `more boolean` (a batch was full: call
+/// again).
+pub const PURGE_FINISHED: &str =
+    "SELECT tasks, events, more FROM durable.purge_finished($1::text, $2::bigint, $3::integer)";
+
+/// The columns of a schedule row, in the order of [`LIST_SCHEDULES`] and [`DUE_SCHEDULES`].
+macro_rules! schedule_columns {
+    () => {
+        "queue_name, schedule_name, cron, task_name, params, headers, max_attempts, \
+retry_strategy, cancellation, next_run_at, last_run_at, last_task_id, created_at, updated_at"
+    };
+}
+
+/// Creates or replaces a schedule (a replaced one is armed again from its new cron).
+///
+/// Parameters: `$1 text` queue, `$2 text` schedule name, `$3 text` cron expression, `$4 text`
+/// task name, `$5 jsonb` params, `$6 jsonb` headers, `$7 integer` max attempts, `$8 jsonb`
+/// retry strategy, `$9 jsonb` cancellation policy.
+///
+/// One row: `created boolean`.
+pub const UPSERT_SCHEDULE: &str = "SELECT durable.upsert_schedule($1::text, $2::text, $3::text, \
+$4::text, $5::jsonb, $6::jsonb, $7::integer, $8::jsonb, $9::jsonb) AS created";
+
+/// Lists schedules.
+///
+/// Parameters: `$1 text` queue, or `NULL` for every queue.
+///
+/// Rows: `queue_name text, schedule_name text, cron text, task_name text, params jsonb,
+/// headers jsonb, max_attempts integer, retry_strategy jsonb, cancellation jsonb,
+/// next_run_at timestamptz, last_run_at timestamptz, last_task_id uuid,
+/// created_at timestamptz, updated_at timestamptz`, by queue and name.
+pub const LIST_SCHEDULES: &str = concat!(
+    "SELECT ",
+    schedule_columns!(),
+    " FROM durable.list_schedules($1::text)"
+);
+
+/// Deletes a schedule.
+///
+/// Parameters: `$1 text` queue, `$2 text` schedule name.
+///
+/// One row: `deleted boolean`.
+pub const DELETE_SCHEDULE: &str = "SELECT durable.delete_schedule($1::text, $2::text) AS deleted";
+
+/// The due (or not yet armed) schedules of a queue.
+///
+/// Parameters: `$1 text` queue, `$2 integer` limit.
+///
+/// Rows as [`LIST_SCHEDULES`], one per schedule, then always one last row whose
+/// `schedule_name` is `NULL`, carrying the store time in `next_run_at` and the next armed tick
+/// after it (or `NULL`) in `last_run_at`.
+pub const DUE_SCHEDULES: &str = concat!(
+    "SELECT ",
+    schedule_columns!(),
+    " FROM durable.due_schedules($1::text, $2::integer)"
+);
+
+/// Moves a schedule from one tick to the next if no one did it first, spawning the task of the
+/// tick in the same transaction when asked.
+///
+/// Parameters: `$1 text` queue, `$2 text` schedule name, `$3 timestamptz` the tick it is at
+/// (`NULL`: not armed), `$4 timestamptz` the next tick (`NULL`: none), `$5 boolean` fire (spawn
+/// the task of tick `$3`), `$6 text` the idempotency key of that task.
+///
+/// One row: `advanced boolean, task_id uuid, run_id uuid, attempt integer, created boolean`
+/// (the task columns are `NULL` unless fired).
+pub const ADVANCE_SCHEDULE: &str = "SELECT advanced, task_id, run_id, attempt, created FROM \
+durable.advance_schedule($1::text, $2::text, $3::timestamptz, $4::timestamptz, $5::boolean, $6::text)";
+
+/// Asks for a notification on [`FINISH_CHANNEL`](crate::FINISH_CHANNEL) when a task ends.
+///
+/// Parameters: `$1 uuid` task.
+///
+/// One row: `state text`, the task's state now (`NULL`: no such task).
+pub const WATCH_FINISH: &str = "SELECT durable.watch_finish($1::uuid) AS state";

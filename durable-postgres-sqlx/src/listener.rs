@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use durable_postgres_sql::NOTIFY_CHANNEL;
+use durable_postgres_sql::{FINISH_CHANNEL, NOTIFY_CHANNEL};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
@@ -23,6 +23,8 @@ use durable_core::store::WorkSignals as Signals;
 #[derive(Debug)]
 pub(crate) struct Wakeups {
     signals: Arc<Signals>,
+    /// End-of-task signals (`watch_finish`), by task id.
+    finish: Arc<Signals>,
     /// `None`: poll-only.
     listen: Option<ListenState>,
 }
@@ -38,6 +40,7 @@ impl Wakeups {
     pub(crate) fn listening(pool: &PgPool) -> Self {
         Wakeups {
             signals: Arc::default(),
+            finish: Arc::default(),
             listen: Some(ListenState {
                 options: (*pool.connect_options()).clone(),
                 task: Mutex::new(None),
@@ -49,6 +52,7 @@ impl Wakeups {
     pub(crate) fn poll_only() -> Self {
         Wakeups {
             signals: Arc::default(),
+            finish: Arc::default(),
             listen: None,
         }
     }
@@ -61,14 +65,23 @@ impl Wakeups {
     pub(crate) fn signal(&self, queue: &str) -> watch::Receiver<u64> {
         let receiver = self.signals.subscribe(queue);
         if let Some(listen) = &self.listen {
-            listen.ensure_started(&self.signals);
+            listen.ensure_started(&self.signals, &self.finish);
+        }
+        receiver
+    }
+
+    /// The signal of the end of `task_id`, starting the listener if needed.
+    pub(crate) fn finish_signal(&self, task_id: uuid::Uuid) -> watch::Receiver<u64> {
+        let receiver = self.finish.subscribe_pruning(&task_id.to_string());
+        if let Some(listen) = &self.listen {
+            listen.ensure_started(&self.signals, &self.finish);
         }
         receiver
     }
 }
 
 impl ListenState {
-    fn ensure_started(&self, signals: &Arc<Signals>) {
+    fn ensure_started(&self, signals: &Arc<Signals>, finish: &Arc<Signals>) {
         let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
         if task.as_ref().is_some_and(|handle| !handle.is_finished()) {
             return;
@@ -77,7 +90,8 @@ impl ListenState {
             Ok(runtime) => {
                 let options = self.options.clone();
                 let signals = Arc::clone(signals);
-                *task = Some(runtime.spawn(listen_loop(options, signals)));
+                let finish = Arc::clone(finish);
+                *task = Some(runtime.spawn(listen_loop(options, signals, finish)));
             }
             Err(_) => {
                 tracing::warn!(
@@ -111,26 +125,35 @@ async fn connect(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> 
         .connect_lazy_with(options.clone());
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.ignore_pool_close_event(true);
-    listener.listen(NOTIFY_CHANNEL).await?;
+    listener
+        .listen_all([NOTIFY_CHANNEL, FINISH_CHANNEL])
+        .await?;
     Ok(listener)
 }
 
 /// Listens until aborted; a lost connection is made again with backoff. Every (re)connection
 /// bumps every queue, since notifications sent while not listening are lost.
-async fn listen_loop(options: PgConnectOptions, signals: Arc<Signals>) {
+async fn listen_loop(options: PgConnectOptions, signals: Arc<Signals>, finish: Arc<Signals>) {
+    let bump_all = || {
+        signals.bump_all();
+        finish.bump_all();
+    };
     let mut backoff = MIN_BACKOFF;
     loop {
         match connect(&options).await {
             Ok(mut listener) => {
                 tracing::debug!("listening for work notifications");
                 backoff = MIN_BACKOFF;
-                signals.bump_all();
+                bump_all();
                 loop {
                     match listener.try_recv().await {
+                        Ok(Some(notification)) if notification.channel() == FINISH_CHANNEL => {
+                            finish.bump_and_forget(notification.payload())
+                        }
                         Ok(Some(notification)) => signals.bump(notification.payload()),
                         Ok(None) => {
                             tracing::info!("listener connection lost and made again");
-                            signals.bump_all();
+                            bump_all();
                         }
                         Err(error) => {
                             tracing::warn!(%error, "listener connection failed; reconnecting");
@@ -144,7 +167,7 @@ async fn listen_loop(options: PgConnectOptions, signals: Arc<Signals>) {
             }
         }
         // Missed notifications are covered by the bump after reconnecting and by polling.
-        signals.bump_all();
+        bump_all();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use durable_core::store::{ClaimedRun, NewTask, RunRef};
+use durable_core::store::{
+    ClaimedRun, DueSchedules, NewTask, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec,
+};
 use durable_core::{SpawnResult, StoreError, policy};
 use durable_postgres_sql::statements as sql;
 use serde_json::Value;
@@ -235,4 +237,55 @@ pub(crate) fn claimed_run(
         now,
         checkpoints: json::<HashMap<String, Value>>(row, "checkpoints")?,
     })
+}
+
+/// Reads a schedule from a row of `LIST_SCHEDULES` or `DUE_SCHEDULES`.
+pub(crate) fn schedule_record(row: &PgRow) -> Result<ScheduleRecord, StoreError> {
+    Ok(ScheduleRecord {
+        spec: ScheduleSpec {
+            queue: get(row, "queue_name")?,
+            name: get(row, "schedule_name")?,
+            cron: get(row, "cron")?,
+            task_name: get(row, "task_name")?,
+            params: json(row, "params")?,
+            headers: json::<BTreeMap<String, Value>>(row, "headers")?,
+            max_attempts: count(row, "max_attempts")?,
+            retry_strategy: json(row, "retry_strategy")?,
+            cancellation: json(row, "cancellation")?,
+        },
+        next_run_at: get(row, "next_run_at")?,
+        last_run_at: get(row, "last_run_at")?,
+        last_task_id: get(row, "last_task_id")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+/// Reads the rows of `DUE_SCHEDULES`: the schedules, then one summary row.
+pub(crate) fn due_schedules(rows: &[PgRow]) -> Result<DueSchedules, StoreError> {
+    let (summary, due) = rows
+        .split_last()
+        .ok_or_else(|| unexpected("due_schedules returned no summary row"))?;
+    if get::<Option<String>>(summary, "schedule_name")?.is_some() {
+        return Err(unexpected("due_schedules did not end with its summary row"));
+    }
+    Ok(DueSchedules {
+        schedules: due
+            .iter()
+            .map(schedule_record)
+            .collect::<Result<Vec<_>, _>>()?,
+        now: get(summary, "next_run_at")?,
+        next_due_at: get(summary, "last_run_at")?,
+    })
+}
+
+/// Reads the row of `ADVANCE_SCHEDULE`.
+pub(crate) fn schedule_advance(row: &PgRow) -> Result<ScheduleAdvance, StoreError> {
+    if !get::<bool>(row, "advanced")? {
+        return Ok(ScheduleAdvance::Stale);
+    }
+    if get::<Option<Uuid>>(row, "task_id")?.is_none() {
+        return Ok(ScheduleAdvance::Moved);
+    }
+    Ok(ScheduleAdvance::Fired(spawn_result(row)?))
 }

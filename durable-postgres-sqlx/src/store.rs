@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, NewTask, RunCompletion, RunRef, SleepOutcome, WakeAt,
+    AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, RunCompletion,
+    RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt, schedule_task_key,
 };
 use durable_core::{
     SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
@@ -25,7 +27,8 @@ use crate::convert::{
 use crate::error::{Ctx, map_sqlx, retrying, timed_out, unexpected};
 use crate::listener::Wakeups;
 use crate::queries::{
-    SpawnArgs, SpawnManyArgs, Statement, claimed_run, emit, spawn_result, spawn_results,
+    SpawnArgs, SpawnManyArgs, Statement, claimed_run, due_schedules, emit, schedule_advance,
+    schedule_record, spawn_result, spawn_results,
 };
 
 /// The most calls one `expire_leases` makes (each recovers a bounded number of tasks).
@@ -458,6 +461,119 @@ impl Store for SqlxStore {
 
     fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
         self.inner.wakeups.signal(queue)
+    }
+
+    async fn purge_finished(
+        &self,
+        queue: &str,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<PurgeOutcome, StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        let age = micros("retention age", older_than)?;
+        let limit = int4(limit as u64);
+        let row = self
+            .row(Ctx::None, || {
+                sqlx::query(sql::PURGE_FINISHED)
+                    .bind(queue)
+                    .bind(age)
+                    .bind(limit)
+            })
+            .await?;
+        Ok(PurgeOutcome {
+            tasks: u64::try_from(get::<i64>(&row, "tasks")?).unwrap_or(0),
+            events: u64::try_from(get::<i64>(&row, "events")?).unwrap_or(0),
+            more: get(&row, "more")?,
+        })
+    }
+
+    async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {
+        policy::validate_queue_name(&spec.queue).map_err(StoreError::invalid)?;
+        let retry_strategy = to_json("retry strategy", &spec.retry_strategy)?;
+        let cancellation = to_json("cancellation policy", &spec.cancellation)?;
+        let row = self
+            .row(Ctx::None, || {
+                sqlx::query(sql::UPSERT_SCHEDULE)
+                    .bind(&spec.queue)
+                    .bind(&spec.name)
+                    .bind(&spec.cron)
+                    .bind(&spec.task_name)
+                    .bind(Json(&spec.params))
+                    .bind(Json(&spec.headers))
+                    .bind(int4(u64::from(spec.max_attempts.max(1))))
+                    .bind(Json(&retry_strategy))
+                    .bind(Json(&cancellation))
+            })
+            .await?;
+        get(&row, "created")
+    }
+
+    async fn list_schedules(&self, queue: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let rows = self
+            .rows(Ctx::None, || sqlx::query(sql::LIST_SCHEDULES).bind(queue))
+            .await?;
+        rows.iter().map(schedule_record).collect()
+    }
+
+    async fn delete_schedule(&self, queue: &str, name: &str) -> Result<bool, StoreError> {
+        let row = self
+            .row(Ctx::None, || {
+                sqlx::query(sql::DELETE_SCHEDULE).bind(queue).bind(name)
+            })
+            .await?;
+        get(&row, "deleted")
+    }
+
+    async fn due_schedules(&self, queue: &str, limit: usize) -> Result<DueSchedules, StoreError> {
+        let limit = int4(limit as u64);
+        let rows = self
+            .rows(Ctx::None, || {
+                sqlx::query(sql::DUE_SCHEDULES).bind(queue).bind(limit)
+            })
+            .await?;
+        due_schedules(&rows)
+    }
+
+    async fn advance_schedule(
+        &self,
+        queue: &str,
+        name: &str,
+        expected: Option<DateTime<Utc>>,
+        next: Option<DateTime<Utc>>,
+        fire: bool,
+    ) -> Result<ScheduleAdvance, StoreError> {
+        let key = expected.map(|tick| schedule_task_key(name, tick));
+        let row = self
+            .row(Ctx::None, || {
+                sqlx::query(sql::ADVANCE_SCHEDULE)
+                    .bind(queue)
+                    .bind(name)
+                    .bind(expected)
+                    .bind(next)
+                    .bind(fire)
+                    .bind(key.as_deref())
+            })
+            .await?;
+        schedule_advance(&row)
+    }
+
+    async fn watch_finish(
+        &self,
+        task_id: Uuid,
+    ) -> Result<(watch::Receiver<u64>, Option<TaskStatus>), StoreError> {
+        // Subscribed before the flag is set and the state read: no end goes unseen.
+        let signal = self.inner.wakeups.finish_signal(task_id);
+        let row = self
+            .row(Ctx::None, || sqlx::query(sql::WATCH_FINISH).bind(task_id))
+            .await?;
+        let state = get::<Option<String>>(&row, "state")?
+            .map(|state| {
+                TaskStatus::parse(&state).ok_or_else(|| {
+                    unexpected(format!("task {task_id} has unknown state {state:?}"))
+                })
+            })
+            .transpose()?;
+        Ok((signal, state))
     }
 
     async fn spawn_many(&self, tasks: Vec<NewTask>) -> Result<Vec<SpawnResult>, StoreError> {

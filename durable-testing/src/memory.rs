@@ -9,8 +9,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use durable_core::model::{AwaitCheckpoint, ChildOutcome, SleepCheckpoint};
 use durable_core::policy;
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, NewTask, RunCompletion, RunRef,
-    SleepOutcome, WakeAt, child_event_name,
+    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, DueSchedules, NewTask, PurgeOutcome,
+    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
+    WorkSignals, child_event_name,
 };
 use durable_core::{
     CancellationPolicy, FailureKind, RetryStrategy, SpawnResult, Store, StoreError, TaskErrorInfo,
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 mod batch;
+mod ops;
 
 /// The store's clock: virtual (moved only by [`Clock::advance`]) or the system clock.
 #[derive(Debug)]
@@ -91,6 +93,11 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct State {
+    /// The end-of-task signals handed out by `watch_finish`, keyed by task id.
+    finish: Arc<WorkSignals>,
+    /// When each event was emitted (retention).
+    event_times: HashMap<(String, String), DateTime<Utc>>,
+    schedules: std::collections::BTreeMap<(String, String), ScheduleRecord>,
     queues: BTreeSet<String>,
     tasks: HashMap<Uuid, TaskRow>,
     checkpoints: HashMap<Uuid, HashMap<String, Value>>,
@@ -126,6 +133,7 @@ struct TaskRow {
     lease_expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     first_started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
     output: Option<Value>,
     last_error: Option<TaskErrorInfo>,
 }
@@ -325,6 +333,7 @@ impl State {
         if self.events.contains_key(&key) {
             return false;
         }
+        self.event_times.insert(key.clone(), now);
         self.events.insert(key, payload);
         let waiting: Vec<Uuid> = self
             .waits
@@ -346,6 +355,10 @@ impl State {
     /// What happens when a task reaches a terminal state: its subtasks are cancelled (unless it
     /// completed) and its parent hears of it.
     fn on_terminal(&mut self, task_id: Uuid, outcome: ChildOutcome, now: DateTime<Utc>) {
+        if let Some(row) = self.tasks.get_mut(&task_id) {
+            row.finished_at = Some(now);
+        }
+        self.finish.bump_and_forget(&task_id.to_string());
         if !matches!(outcome, ChildOutcome::Completed { .. }) {
             self.cancel_descendants(task_id, now);
         }
@@ -374,6 +387,8 @@ impl State {
                     && !row.state.is_terminal()
                 {
                     Self::cancel_row(row, now);
+                    row.finished_at = Some(now);
+                    self.finish.bump_and_forget(&child.to_string());
                     self.waits.retain(|(id, _), _| *id != child);
                 }
                 frontier.push(child);
@@ -767,6 +782,7 @@ impl Store for MemoryStore {
             row.run_id = Uuid::now_v7();
             row.state = TaskStatus::Pending;
             row.available_at = Some(now);
+            row.finished_at = None;
             SpawnResult {
                 task_id,
                 run_id: row.run_id,
@@ -800,5 +816,80 @@ impl Store for MemoryStore {
         runs: Vec<RunCompletion>,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         Ok(self.complete_batch(runs))
+    }
+
+    async fn purge_finished(
+        &self,
+        queue: &str,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<PurgeOutcome, StoreError> {
+        if limit == 0 {
+            return Err(StoreError::invalid(
+                "retention batch size must be at least 1",
+            ));
+        }
+        let d =
+            policy::checked_duration("retention age", older_than).map_err(StoreError::invalid)?;
+        let cutoff = self
+            .now()
+            .checked_sub_signed(d)
+            .ok_or_else(|| StoreError::invalid("retention age reaches before the start of time"))?;
+        Ok(self.lock().purge(queue, cutoff, limit))
+    }
+
+    async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {
+        let now = self.now();
+        Ok(self.lock().upsert_schedule(spec, now))
+    }
+
+    async fn list_schedules(&self, queue: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .schedules
+            .values()
+            .filter(|record| queue.is_none_or(|q| record.spec.queue == q))
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_schedule(&self, queue: &str, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .schedules
+            .remove(&(queue.to_owned(), name.to_owned()))
+            .is_some())
+    }
+
+    async fn due_schedules(&self, queue: &str, limit: usize) -> Result<DueSchedules, StoreError> {
+        let now = self.now();
+        Ok(self.lock().due_schedules(queue, limit, now))
+    }
+
+    async fn advance_schedule(
+        &self,
+        queue: &str,
+        name: &str,
+        expected: Option<DateTime<Utc>>,
+        next: Option<DateTime<Utc>>,
+        fire: bool,
+    ) -> Result<ScheduleAdvance, StoreError> {
+        let now = self.now();
+        let advance = self
+            .lock()
+            .advance_schedule(queue, name, expected, next, fire, now)?;
+        if matches!(advance, ScheduleAdvance::Fired(ref spawned) if spawned.created) {
+            self.notify(queue);
+        }
+        Ok(advance)
+    }
+
+    async fn watch_finish(
+        &self,
+        task_id: Uuid,
+    ) -> Result<(watch::Receiver<u64>, Option<TaskStatus>), StoreError> {
+        let state = self.lock();
+        let signal = state.finish.subscribe_pruning(&task_id.to_string());
+        Ok((signal, state.tasks.get(&task_id).map(|row| row.state)))
     }
 }

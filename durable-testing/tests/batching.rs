@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, NewTask, RunCompletion, RunRef, SleepOutcome, WakeAt,
+    AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, RunCompletion,
+    RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
 };
 use durable_core::{
     DurableBuilder, SpawnOptions, SpawnResult, Store, StoreError, Task, TaskContext, TaskErrorInfo,
@@ -117,6 +119,44 @@ impl Store for Counting {
     }
     fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
         self.inner.work_signal(queue)
+    }
+    async fn purge_finished(
+        &self,
+        queue: &str,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<PurgeOutcome, StoreError> {
+        self.inner.purge_finished(queue, older_than, limit).await
+    }
+    async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {
+        self.inner.upsert_schedule(spec).await
+    }
+    async fn list_schedules(&self, queue: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.inner.list_schedules(queue).await
+    }
+    async fn delete_schedule(&self, queue: &str, name: &str) -> Result<bool, StoreError> {
+        self.inner.delete_schedule(queue, name).await
+    }
+    async fn due_schedules(&self, queue: &str, limit: usize) -> Result<DueSchedules, StoreError> {
+        self.inner.due_schedules(queue, limit).await
+    }
+    async fn advance_schedule(
+        &self,
+        queue: &str,
+        name: &str,
+        expected: Option<DateTime<Utc>>,
+        next: Option<DateTime<Utc>>,
+        fire: bool,
+    ) -> Result<ScheduleAdvance, StoreError> {
+        self.inner
+            .advance_schedule(queue, name, expected, next, fire)
+            .await
+    }
+    async fn watch_finish(
+        &self,
+        task_id: Uuid,
+    ) -> Result<(watch::Receiver<u64>, Option<TaskStatus>), StoreError> {
+        self.inner.watch_finish(task_id).await
     }
 }
 

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Cases are grouped by area: [`spawn`], [`checkpoints`], [`retries`], [`sleep`], [`events`],
-//! [`subtasks`], [`cancellation`], [`leases`], [`bad_input`], [`hostile`] and [`concurrency`].
+//! [`subtasks`], [`cancellation`], [`leases`], [`bad_input`], [`hostile`], [`concurrency`] and [`operations`].
 
 // A conformance case is a test: a failed expectation panics, by design.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -24,6 +24,7 @@ pub mod concurrency;
 pub mod events;
 pub mod hostile;
 pub mod leases;
+pub mod operations;
 pub mod retries;
 mod script;
 pub mod sleep;
@@ -290,6 +291,11 @@ macro_rules! conformance_tests {
             hostile::absurd_times_and_worker_options_are_survived,
             hostile::a_task_that_never_returns_loses_its_lease_and_its_slot,
             concurrency::many_workers_run_each_step_once,
+            operations::retention_deletes_old_finished_tasks_only,
+            operations::retention_deletes_task_trees_from_the_root_down,
+            operations::schedules_can_be_created_listed_updated_and_deleted,
+            operations::schedules_fire_once_per_tick,
+            operations::wait_for_result_returns_how_the_task_ended,
         );
     };
 }

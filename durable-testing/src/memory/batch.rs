@@ -96,6 +96,7 @@ impl State {
                 lease_expires_at: None,
                 created_at: now,
                 first_started_at: None,
+                finished_at: None,
                 output: None,
                 last_error: None,
             },
@@ -122,6 +123,8 @@ impl State {
         row.lease_expires_at = None;
         if row.parent_task_id.is_none() {
             row.output = Some(output);
+            row.finished_at = Some(now);
+            self.finish.bump_and_forget(&run.task_id.to_string());
             return Ok(false);
         }
         row.output = Some(output.clone());

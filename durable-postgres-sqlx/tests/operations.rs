@@ -1,0 +1,264 @@
+//! Operations on a real PostgreSQL: result notifications, schedules under several workers, and
+//! retention holding a 100,000-task table at a steady size.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use durable_core::{Task, TaskContext, TaskResult, WorkerOptions, async_trait};
+use serde_json::{Value, json};
+use sqlx::postgres::PgListener;
+
+use common::{client, database, eventually};
+
+struct Echo;
+
+#[async_trait]
+impl Task for Echo {
+    const NAME: &'static str = "echo";
+    type Params = Value;
+    type Output = Value;
+
+    async fn run(params: Value, ctx: TaskContext) -> TaskResult<Value> {
+        let value = params.clone();
+        ctx.step("echo", || async move { Ok(value) }).await
+    }
+}
+
+/// Only tasks someone waits for notify their end: the completion of any other task sends
+/// nothing on the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_watched_tasks_notify_their_end() {
+    let db = database().await;
+    let client = client(&db, "notify").await;
+    client.register::<Echo>().await;
+    let mut listener = PgListener::connect(db.url()).await.unwrap();
+    listener
+        .listen(durable_postgres_sql::FINISH_CHANNEL)
+        .await
+        .unwrap();
+
+    let unwatched = client.spawn::<Echo>(json!(1)).await.unwrap().task_id;
+    let watched = client.spawn::<Echo>(json!(2)).await.unwrap().task_id;
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .wait_for_result::<Value>(watched, Duration::from_secs(30))
+                .await
+        })
+    };
+    eventually(
+        "the waiter asked for a notification",
+        Duration::from_secs(10),
+        || {
+            let pool = client.pool().clone();
+            async move {
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT notify_finish FROM durable.tasks WHERE task_id = $1",
+                )
+                .bind(watched)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        },
+    )
+    .await;
+    let flag: bool =
+        sqlx::query_scalar("SELECT notify_finish FROM durable.tasks WHERE task_id = $1")
+            .bind(unwatched)
+            .fetch_one(client.pool())
+            .await
+            .unwrap();
+    assert!(!flag);
+
+    assert_eq!(
+        client
+            .work_until_idle(WorkerOptions::default())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(waiter.await.unwrap().unwrap(), json!(2));
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(first.payload(), watched.to_string());
+    // The unwatched task completed in the same batch and sent nothing.
+    let next = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    assert!(next.is_err(), "no other notification: {next:?}");
+}
+
+/// Three workers firing one every-second schedule for a few seconds: one task per tick, every
+/// tick in the window fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_fire_each_tick_once() {
+    let db = database().await;
+    let client = client(&db, "cron").await;
+    client.register::<Echo>().await;
+    client
+        .create_schedule::<Echo>("every-second", "* * * * * *", json!("tick"))
+        .await
+        .unwrap();
+    let options = WorkerOptions::default()
+        .concurrency(4)
+        .schedule_interval(Some(Duration::from_millis(20)));
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        workers.push(
+            client
+                .start_worker(options.clone().worker_id(format!("w{i}")))
+                .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    let ticks: Vec<String> = sqlx::query_scalar(
+        "SELECT headers->>'durable.scheduled_at' FROM durable.tasks \
+         WHERE headers->>'durable.schedule' = 'every-second' ORDER BY 1",
+    )
+    .fetch_all(client.pool())
+    .await
+    .unwrap();
+    let distinct: BTreeSet<&String> = ticks.iter().collect();
+    assert_eq!(distinct.len(), ticks.len(), "a tick fired twice: {ticks:?}");
+    assert!(ticks.len() >= 3, "ticks fired in 4.5 s: {ticks:?}");
+    // Consecutive ticks are one second apart: none was skipped while workers ran.
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        ticks.iter().map(|t| t.parse().unwrap()).collect();
+    for pair in times.windows(2) {
+        assert_eq!((pair[1] - pair[0]).num_milliseconds(), 1_000, "{ticks:?}");
+    }
+    println!("3 workers, 4.5 s: {} ticks fired, each once", ticks.len());
+}
+
+const HISTORY: i64 = 100_000;
+
+/// Adds `HISTORY` tasks that finished two hours ago, each with one checkpoint: the history a
+/// steady load leaves behind.
+async fn add_history(pool: &sqlx::PgPool, queue: &str) {
+    sqlx::query(
+        "WITH t AS (
+             INSERT INTO durable.tasks (task_id, queue_name, task_name, params, max_attempts,
+                                        retry_strategy, cancellation, state, attempt, run_id,
+                                        created_at, finished_at, output)
+             SELECT durable.uuid_v7(), $1, 'echo', jsonb_build_object('n', g), 1,
+                    '{\"kind\": \"none\"}', '{}', 'completed', 1, durable.uuid_v7(),
+                    now() - interval '3 hours', now() - interval '2 hours', '\"done\"'
+               FROM generate_series(1, $2::bigint) g
+             RETURNING task_id, run_id)
+         INSERT INTO durable.checkpoints (task_id, name, value, run_id, updated_at)
+         SELECT task_id, 'echo', '\"done\"', run_id, now() - interval '2 hours' FROM t",
+    )
+    .bind(queue)
+    .bind(HISTORY)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn size(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query("VACUUM durable.tasks, durable.checkpoints")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT pg_total_relation_size('durable.tasks') + pg_total_relation_size('durable.checkpoints')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn finished(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM durable.tasks WHERE state = 'completed'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A worker with a one-hour retention deletes each new 100,000-task history in bounded
+/// batches while it goes on running new tasks, and (with the regular VACUUM that autovacuum
+/// does) the tables level off instead of growing by one history per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_a_100k_task_table_at_its_steady_size() {
+    let db = database().await;
+    let client = client(&db, "history").await;
+    client.register::<Echo>().await;
+    let pool = client.pool().clone();
+    add_history(&pool, "history").await;
+    let steady = size(&pool).await;
+    println!(
+        "one history of {HISTORY} finished tasks: {} kB",
+        steady / 1024
+    );
+
+    let worker = client
+        .start_worker(
+            WorkerOptions::default()
+                .concurrency(8)
+                .retention(Duration::from_secs(3600))
+                .retention_interval(Duration::from_millis(100))
+                .retention_batch_size(1_000),
+        )
+        .await;
+    let mut sizes = Vec::new();
+    for round in 1..=3 {
+        let started = Instant::now();
+        let live = client
+            .spawn_many::<Echo>((0..200).map(|i| json!(i)).collect(), Default::default())
+            .await
+            .unwrap();
+        eventually("the history is deleted", Duration::from_secs(180), || {
+            let pool = pool.clone();
+            async move { finished(&pool).await <= 200 * round }
+        })
+        .await;
+        let purge_time = started.elapsed();
+        for task in &live {
+            let result = client.get_task_result(task.task_id).await.unwrap();
+            assert!(result.is_some(), "recent tasks are kept");
+        }
+        eventually("the live tasks ran", Duration::from_secs(60), || {
+            let pool = pool.clone();
+            async move { finished(&pool).await >= 200 * round }
+        })
+        .await;
+        let orphans: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM durable.checkpoints c \
+             WHERE NOT EXISTS (SELECT 1 FROM durable.tasks t WHERE t.task_id = c.task_id)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(orphans, 0);
+        add_history(&pool, "history").await;
+        let now = size(&pool).await;
+        println!(
+            "round {round}: history deleted in {:.1} s; after the next history: {} kB",
+            purge_time.as_secs_f64(),
+            now / 1024
+        );
+        sizes.push(now);
+    }
+    worker.shutdown().await;
+    // Without retention the tables would grow by one history per round (4 histories by now).
+    // With it they level off at the live history plus the space the last deleted one freed,
+    // which the next inserts reuse: the last two rounds are the same size.
+    let (second, third) = (sizes[1], sizes[2]);
+    assert!(
+        third * 100 <= second * 105,
+        "tables still growing: {sizes:?} bytes after rounds 1-3"
+    );
+    assert!(
+        third * 10 <= steady * 25,
+        "tables at {third} bytes for one history of {steady}: {sizes:?}"
+    );
+}
