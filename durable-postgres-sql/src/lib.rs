@@ -4,7 +4,8 @@
 //! [migration protocol](#migration-protocol) that applies them, and the statement texts
 //! ([`statements`]) by which an adapter calls the stored functions. `durable-postgres-sqlx` and
 //! `durable-postgres-native` run exactly these texts; each is thin glue (parameters in, rows out,
-//! errors mapped to meaning).
+//! errors mapped to meaning). The operators' queries (listing tasks, counting, dropping a queue)
+//! are in [`admin`].
 //!
 //! # Design
 //!
@@ -173,6 +174,7 @@ pub mod sqlstate {
     pub const SERIALIZATION_FAILURE: &str = "40001";
 }
 
+pub mod admin;
 pub mod statements;
 
 #[cfg(test)]
