@@ -14,6 +14,7 @@ mod options;
 pub mod policy;
 pub mod store;
 mod task;
+pub mod telemetry;
 mod worker;
 
 pub use async_trait::async_trait;
