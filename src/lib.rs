@@ -18,6 +18,9 @@
 //! the other. With neither, [`Durable`] is the store-generic client of `durable-core`, for use
 //! with your own [`Store`] (or the in-memory store of `durable-testing`).
 //!
+//! Feature `telemetry` (off by default) adds OpenTelemetry: the trace context of a spawner
+//! carried into its tasks through their headers, and task metrics. See [`telemetry`].
+//!
 //! ## Quick start
 //!
 //! ```no_run
@@ -75,6 +78,7 @@
 pub use durable_core::model;
 pub use durable_core::policy;
 pub use durable_core::store;
+pub use durable_core::telemetry;
 pub use durable_core::{
     BoxError, CancellationPolicy, ClientDefaults, ControlFlow, DurableError, DurableResult,
     FailureKind, NonRetryable, RetryStrategy, SpawnOptions, SpawnResult, Store, StoreError, Task,

@@ -19,13 +19,16 @@
 //! | `migrate` | applies the schema migrations the database lacks; lists the applied ones |
 //! | `queues list` | every queue with its tasks counted by state and its oldest pending task's age |
 //! | `queues create NAME` | creates a queue (nothing happens if it exists) |
-//! | `queues drop NAME [--force]` | deletes a queue, its tasks (with checkpoints and waits) and events, in one transaction; refused while it has unfinished tasks, unless `--force` |
+//! | `queues drop NAME [--force]` | deletes a queue, its tasks (with checkpoints and waits), events and schedules, in one transaction; refused while it has unfinished tasks, unless `--force` |
 //! | `tasks list [--queue Q] [--state S].. [--name N] [--older-than D] [--newer-than D] [--limit N]` | tasks, newest first (at most 50 unless `--limit`) |
 //! | `tasks inspect ID` | everything about a task: params, headers, attempts, error, output, timestamps, checkpoints with their values, waits, subtasks |
 //! | `cancel ID [--queue Q]` | cancels a task and its unfinished subtasks |
 //! | `retry ID [--queue Q]` | makes a failed task pending again as a new attempt |
 //! | `emit [--queue Q] NAME [PAYLOAD_JSON]` | emits an event in a queue, which must exist (`default` unless `--queue`; payload `null` unless given) |
 //! | `stats [--queue Q]` | counts by state, the oldest pending task's age, tasks completed and failed in the last minute |
+//! | `schedules list [--queue Q]` | schedules (every queue unless `--queue`): cron, task, next and last tick |
+//! | `schedules create NAME --cron EXPR --task T [--params JSON] [--queue Q] [--max-attempts N]` | creates a schedule, or updates the one of that name |
+//! | `schedules delete NAME [--queue Q]` | deletes a schedule (its tasks stay) |
 //!
 //! Durations are whole numbers with a unit, `s`, `m`, `h` or `d`, and may be combined:
 //! `30s`, `15m`, `2h`, `7d`, `1h30m`. Ages are measured on the database clock.
@@ -42,8 +45,8 @@
 //! |------|---------|
 //! | 0 | success; also cancel of a task that had already finished (the output says so; `"cancelled": false`), emit of an event already emitted in the queue (`"first": false`), create of a queue that exists (`"created": false`) |
 //! | 1 | the database could not be reached, or failed |
-//! | 2 | usage error: bad arguments or values (a queue name, a duration, JSON), no database URL |
-//! | 3 | not found: no such task, or no such queue |
+//! | 2 | usage error: bad arguments or values (a queue name, a duration, JSON, a cron expression), no database URL |
+//! | 3 | not found: no such task, queue or schedule |
 //! | 4 | refused: retry of a task that is not failed, drop of a queue with unfinished tasks without `--force` |
 //!
 //! # Examples

@@ -1096,3 +1096,142 @@ async fn connection_and_usage_errors_have_their_exit_codes() {
         "the URL is not shown: {help:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_created_listed_updated_and_deleted() {
+    let db = database().await;
+    let url = Some(db.url());
+    let created = run(
+        url,
+        &[
+            "schedules",
+            "create",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--task",
+            "compute",
+            "--params",
+            "21",
+            "--queue",
+            "reports",
+            "--json",
+        ],
+    )
+    .json();
+    assert_eq!(created["created"], true);
+    let updated = run(
+        url,
+        &[
+            "schedules",
+            "create",
+            "nightly",
+            "--cron",
+            "30 4 * * *",
+            "--task",
+            "compute",
+            "--queue",
+            "reports",
+        ],
+    )
+    .ok()
+    .to_owned();
+    assert_eq!(
+        updated,
+        "updated schedule `nightly` in queue `reports`: 30 4 * * *\n"
+    );
+    run(
+        url,
+        &[
+            "schedules",
+            "create",
+            "hourly",
+            "--cron",
+            "@hourly",
+            "--task",
+            "compute",
+        ],
+    )
+    .ok();
+
+    let listed = run(url, &["schedules", "list", "--json"]).json();
+    let schedules = listed["schedules"].as_array().unwrap();
+    let names: Vec<(&str, &str)> = schedules
+        .iter()
+        .map(|s| (s["queue"].as_str().unwrap(), s["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("default", "hourly"), ("reports", "nightly")]);
+    assert_eq!(schedules[1]["cron"], "30 4 * * *");
+    assert_eq!(schedules[1]["task_name"], "compute");
+    assert_eq!(
+        schedules[1]["params"],
+        Value::Null,
+        "params replaced by the update"
+    );
+    let only = run(url, &["schedules", "list", "--queue", "reports"])
+        .ok()
+        .to_owned();
+    assert_eq!(
+        line_with(&only, "nightly")[..4],
+        ["reports", "nightly", "30", "4"],
+        "{only}"
+    );
+    assert!(!only.contains("hourly"), "{only}");
+
+    // Bad input: usage errors, nothing stored.
+    run(
+        url,
+        &[
+            "schedules",
+            "create",
+            "bad",
+            "--cron",
+            "61 * * * *",
+            "--task",
+            "compute",
+        ],
+    )
+    .fails(2);
+    run(
+        url,
+        &[
+            "schedules",
+            "create",
+            "bad",
+            "--cron",
+            "0 0 30 2 *",
+            "--task",
+            "compute",
+        ],
+    )
+    .fails(2);
+    run(
+        url,
+        &[
+            "schedules",
+            "create",
+            "bad",
+            "--cron",
+            "@daily",
+            "--task",
+            "compute",
+            "--params",
+            "{",
+        ],
+    )
+    .fails(2);
+    run(url, &["schedules", "list", "--queue", "nowhere"]).fails(3);
+
+    run(
+        url,
+        &["schedules", "delete", "nightly", "--queue", "reports"],
+    )
+    .ok();
+    run(
+        url,
+        &["schedules", "delete", "nightly", "--queue", "reports"],
+    )
+    .fails(3);
+    let left = run(url, &["schedules", "list", "--json"]).json();
+    assert_eq!(left["schedules"].as_array().unwrap().len(), 1);
+}

@@ -13,6 +13,7 @@ use crate::options::{CancellationPolicy, RetryStrategy, SpawnOptions, WorkerOpti
 use crate::policy;
 use crate::store::{NewTask, Store};
 use crate::task::{ErasedTask, Registered, Task};
+use crate::telemetry;
 use crate::worker::{self, Worker};
 
 /// The defaults a client applies to every spawn, its own and its tasks' subtasks.
@@ -55,6 +56,8 @@ impl ClientDefaults {
     }
 
     /// Builds the store's view of a spawn: validates names and options and applies defaults.
+    /// With the `telemetry` feature, also writes the current trace context into the headers
+    /// (see [`telemetry::TRACE_HEADER`]).
     pub fn new_task(
         &self,
         default_queue: &str,
@@ -94,13 +97,14 @@ impl ClientDefaults {
         }
         self.check_payload(&format!("params of task `{task_name}`"), &params)
             .map_err(|r| DurableError::invalid("params", r))?;
-        if !options.headers.is_empty() {
-            let headers = serde_json::to_value(&options.headers).map_err(|source| {
-                DurableError::Serialization {
+        let mut headers = options.headers;
+        telemetry::inject_trace_context(&mut headers);
+        if !headers.is_empty() {
+            let headers =
+                serde_json::to_value(&headers).map_err(|source| DurableError::Serialization {
                     what: format!("headers of task `{task_name}`"),
                     source,
-                }
-            })?;
+                })?;
             self.check_payload(&format!("headers of task `{task_name}`"), &headers)
                 .map_err(|r| DurableError::invalid("headers", r))?;
         }
@@ -108,7 +112,7 @@ impl ClientDefaults {
             queue,
             task_name: task_name.to_owned(),
             params,
-            headers: options.headers,
+            headers,
             max_attempts,
             retry_strategy,
             cancellation,
@@ -341,7 +345,7 @@ impl<S: Store> Durable<S> {
         options: SpawnOptions,
     ) -> DurableResult<SpawnResult> {
         let task = self.prepare_spawn::<T>(params, options)?;
-        Ok(self.inner.store.spawn(task).await?)
+        self.spawn_prepared(task).await
     }
 
     /// Spawns one task `T` per element of `params`, all with `options`, in one round trip on
@@ -356,10 +360,13 @@ impl<S: Store> Durable<S> {
         options: SpawnOptions,
     ) -> DurableResult<Vec<SpawnResult>> {
         let tasks = self.prepare_spawn_many::<T>(params, options)?;
-        if tasks.is_empty() {
+        let Some(first) = tasks.first() else {
             return Ok(Vec::new());
-        }
-        Ok(self.inner.store.spawn_many(tasks).await?)
+        };
+        let label = telemetry::TaskLabel::of(&first.queue, &first.task_name);
+        let results = self.inner.store.spawn_many(tasks).await?;
+        label.spawned(&results);
+        Ok(results)
     }
 
     /// The store's view of `spawn_many::<T>`: for adapters that spawn inside a caller's
@@ -407,7 +414,14 @@ impl<S: Store> Durable<S> {
         options: SpawnOptions,
     ) -> DurableResult<SpawnResult> {
         let task = self.prepare_spawn_by_name(task_name, params, options)?;
-        Ok(self.inner.store.spawn(task).await?)
+        self.spawn_prepared(task).await
+    }
+
+    async fn spawn_prepared(&self, task: NewTask) -> DurableResult<SpawnResult> {
+        let label = telemetry::TaskLabel::of(&task.queue, &task.task_name);
+        let result = self.inner.store.spawn(task).await?;
+        label.spawned(std::slice::from_ref(&result));
+        Ok(result)
     }
 
     /// The store's view of `spawn_with_options::<T>`: for adapters that spawn inside a caller's

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 use crate::client::ClientDefaults;
@@ -19,6 +20,7 @@ use crate::store::{
     AwaitOutcome, ClaimedRun, RunRef, SleepOutcome, Store, WakeAt, child_event_name,
 };
 use crate::task::{Task, TaskHandle};
+use crate::telemetry::{self, Stopwatch, TaskLabel};
 
 /// The context of one run of a task: its identity and the durable calls.
 ///
@@ -35,6 +37,8 @@ use crate::task::{Task, TaskHandle};
 ///
 /// Every method takes `&self`, so a step closure may read the context (for example `ctx.task_id`
 /// as an idempotency key).
+///
+/// Each durable call runs in a `durable.step` [`tracing`] span (see [`crate::telemetry`]).
 pub struct TaskContext {
     /// The task's id: stable across retries and resumes. Use it to build idempotency keys for
     /// side effects.
@@ -163,10 +167,24 @@ impl TaskContext {
         F: FnOnce() -> Fut,
         Fut: Future<Output = anyhow::Result<T>>,
     {
+        let span = call_span("step", name);
+        traced(span.clone(), self.run_step(&span, name, f)).await
+    }
+
+    async fn run_step<T, F, Fut>(&self, span: &Span, name: &str, f: F) -> TaskResult<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
         let key = self.checkpoint_key("", "step", name).await?;
+        span.record("checkpoint", key.as_str());
         if let Some(value) = self.cached(&key) {
+            span.record("replayed", true);
             return decode(&key, value);
         }
+        span.record("replayed", false);
+        let stopwatch = Stopwatch::start();
         let output = f().await.map_err(TaskError::from)?;
         let value = serde_json::to_value(&output).map_err(|e| {
             TaskError::permanent(format!(
@@ -189,6 +207,7 @@ impl TaskContext {
             .await?;
         self.renewed(self.lease);
         self.remember(key, value);
+        telemetry::record_step_duration(&self.run.queue, &self.task_name, &stopwatch);
         Ok(output)
     }
 
@@ -202,11 +221,29 @@ impl TaskContext {
         params: T::Params,
         options: SpawnOptions,
     ) -> TaskResult<TaskHandle<T::Output>> {
+        let span = call_span("spawn", name);
+        traced(
+            span.clone(),
+            self.spawn_child::<T>(&span, name, params, options),
+        )
+        .await
+    }
+
+    async fn spawn_child<T: Task>(
+        &self,
+        span: &Span,
+        name: &str,
+        params: T::Params,
+        options: SpawnOptions,
+    ) -> TaskResult<TaskHandle<T::Output>> {
         let key = self.checkpoint_key("$spawn:", "spawn", name).await?;
+        span.record("checkpoint", key.as_str());
         if let Some(value) = self.cached(&key) {
+            span.record("replayed", true);
             let id: SpawnedChild = decode(&key, value)?;
             return Ok(TaskHandle::new(id.task_id));
         }
+        span.record("replayed", false);
         if let Some(queue) = options.queue.as_deref()
             && queue != self.run.queue
         {
@@ -226,7 +263,9 @@ impl TaskContext {
             .new_task(&self.run.queue, T::NAME, params, options)?;
         task.idempotency_key = Some(idempotency_key);
         task.parent_task_id = Some(self.task_id);
+        let label = TaskLabel::of(&task.queue, &task.task_name);
         let spawned = self.store.spawn(task).await?;
+        label.spawned(std::slice::from_ref(&spawned));
         let value = serde_json::to_value(SpawnedChild {
             task_id: spawned.task_id,
         })
@@ -247,9 +286,20 @@ impl TaskContext {
         name: &str,
         handle: TaskHandle<T>,
     ) -> TaskResult<T> {
+        let span = call_span("join", name);
+        traced(span.clone(), self.join_child(&span, name, handle)).await
+    }
+
+    async fn join_child<T: DeserializeOwned>(
+        &self,
+        span: &Span,
+        name: &str,
+        handle: TaskHandle<T>,
+    ) -> TaskResult<T> {
         let key = self.checkpoint_key("$join:", "join", name).await?;
+        span.record("checkpoint", key.as_str());
         let event = child_event_name(handle.task_id);
-        let payload = self.await_checkpointed(&key, &event, None).await?;
+        let payload = self.await_checkpointed(span, &key, &event, None).await?;
         let outcome: ChildOutcome = decode(&key, payload)?;
         match outcome {
             ChildOutcome::Completed { output } => decode(&key, output),
@@ -272,18 +322,26 @@ impl TaskContext {
     /// run is suspended and the worker's slot freed; the task resumes on any worker once the
     /// time has passed.
     pub async fn sleep_for(&self, name: &str, duration: Duration) -> TaskResult<()> {
-        policy::checked_duration("sleep", duration).map_err(TaskError::permanent)?;
-        self.sleep(name, WakeAt::After(duration)).await
+        let span = call_span("sleep", name);
+        traced(span.clone(), async {
+            policy::checked_duration("sleep", duration).map_err(TaskError::permanent)?;
+            self.sleep(&span, name, WakeAt::After(duration)).await
+        })
+        .await
     }
 
     /// Sleeps durably until `wake_at` (a moment in the past returns at once; a moment more than
     /// [`MAX_DURATION`](policy::MAX_DURATION) ahead fails the task without retry).
     pub async fn sleep_until(&self, name: &str, wake_at: DateTime<Utc>) -> TaskResult<()> {
-        let ahead = (wake_at - self.claimed_now).to_std().unwrap_or_default();
-        policy::checked_duration("sleep", ahead).map_err(TaskError::permanent)?;
-        // Far in the past is the same as now, and stays within every store's range of times.
-        self.sleep(name, WakeAt::At(wake_at.max(self.claimed_now)))
-            .await
+        let span = call_span("sleep", name);
+        traced(span.clone(), async {
+            let ahead = (wake_at - self.claimed_now).to_std().unwrap_or_default();
+            policy::checked_duration("sleep", ahead).map_err(TaskError::permanent)?;
+            // Far in the past is the same as now, and stays within every store's range of times.
+            self.sleep(&span, name, WakeAt::At(wake_at.max(self.claimed_now)))
+                .await
+        })
+        .await
     }
 
     /// Waits for the event `event_name` in this task's queue and returns its payload.
@@ -298,13 +356,20 @@ impl TaskContext {
         event_name: &str,
         timeout: Option<Duration>,
     ) -> TaskResult<T> {
-        policy::validate_user_name("event", event_name).map_err(TaskError::permanent)?;
-        if let Some(timeout) = timeout {
-            policy::checked_duration("event timeout", timeout).map_err(TaskError::permanent)?;
-        }
-        let key = self.checkpoint_key("$await:", "await", event_name).await?;
-        let payload = self.await_checkpointed(&key, event_name, timeout).await?;
-        decode(&key, payload)
+        let span = call_span("await", event_name);
+        traced(span.clone(), async {
+            policy::validate_user_name("event", event_name).map_err(TaskError::permanent)?;
+            if let Some(timeout) = timeout {
+                policy::checked_duration("event timeout", timeout).map_err(TaskError::permanent)?;
+            }
+            let key = self.checkpoint_key("$await:", "await", event_name).await?;
+            span.record("checkpoint", key.as_str());
+            let payload = self
+                .await_checkpointed(&span, &key, event_name, timeout)
+                .await?;
+            decode(&key, payload)
+        })
+        .await
     }
 
     /// Emits an event in this task's queue, waking the tasks that await it. The first emit of a
@@ -314,39 +379,54 @@ impl TaskContext {
         event_name: &str,
         payload: &T,
     ) -> TaskResult<()> {
-        self.check_deadline().await?;
-        policy::validate_user_name("event", event_name).map_err(TaskError::permanent)?;
-        let payload = serde_json::to_value(payload).map_err(|e| {
-            TaskError::permanent(format!("payload of event `{event_name}` is not JSON: {e}"))
-        })?;
-        self.defaults
-            .check_payload(&format!("payload of event `{event_name}`"), &payload)
-            .map_err(TaskError::permanent)?;
-        self.store
-            .emit_event(&self.run.queue, event_name, payload)
-            .await?;
-        Ok(())
+        let span = call_span("emit", event_name);
+        traced(span, async {
+            self.check_deadline().await?;
+            policy::validate_user_name("event", event_name).map_err(TaskError::permanent)?;
+            let payload = serde_json::to_value(payload).map_err(|e| {
+                TaskError::permanent(format!("payload of event `{event_name}` is not JSON: {e}"))
+            })?;
+            self.defaults
+                .check_payload(&format!("payload of event `{event_name}`"), &payload)
+                .map_err(TaskError::permanent)?;
+            self.store
+                .emit_event(&self.run.queue, event_name, payload)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Extends this run's lease by `duration` (default: the worker's `claim_timeout`) from now.
     /// Call it during long work between durable calls; every durable call extends the lease too.
     pub async fn heartbeat(&self, duration: Option<Duration>) -> TaskResult<()> {
-        self.check_deadline().await?;
-        let lease = duration.unwrap_or(self.lease);
-        policy::checked_duration("heartbeat", lease).map_err(TaskError::permanent)?;
-        self.store.extend_lease(&self.run, lease).await?;
-        self.renewed(lease);
-        Ok(())
+        let span = tracing::info_span!(
+            "durable.step",
+            kind = "heartbeat",
+            error = tracing::field::Empty,
+        );
+        traced(span, async {
+            self.check_deadline().await?;
+            let lease = duration.unwrap_or(self.lease);
+            policy::checked_duration("heartbeat", lease).map_err(TaskError::permanent)?;
+            self.store.extend_lease(&self.run, lease).await?;
+            self.renewed(lease);
+            Ok(())
+        })
+        .await
     }
 
-    async fn sleep(&self, name: &str, wake: WakeAt) -> TaskResult<()> {
+    async fn sleep(&self, span: &Span, name: &str, wake: WakeAt) -> TaskResult<()> {
         let key = self.checkpoint_key("$sleep:", "sleep", name).await?;
+        span.record("checkpoint", key.as_str());
         if let Some(value) = self.cached(&key) {
             let checkpoint: SleepCheckpoint = decode(&key, value)?;
             if checkpoint.wake_at <= self.claimed_now {
+                span.record("replayed", true);
                 return Ok(());
             }
         }
+        span.record("replayed", false);
         match self.store.sleep(&self.run, &key, wake, self.lease).await? {
             SleepOutcome::Elapsed => {
                 self.renewed(self.lease);
@@ -359,11 +439,14 @@ impl TaskContext {
     /// The await behind `await_event` and `join`: the payload once the event arrived.
     async fn await_checkpointed(
         &self,
+        span: &Span,
         key: &str,
         event_name: &str,
         timeout: Option<Duration>,
     ) -> TaskResult<Value> {
-        let outcome = match self.cached(key) {
+        let cached = self.cached(key);
+        span.record("replayed", cached.is_some());
+        let outcome = match cached {
             Some(value) => decode::<AwaitCheckpoint>(key, value)?,
             None => match self
                 .store
@@ -433,6 +516,31 @@ impl TaskContext {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.checkpoints.insert(key, value);
     }
+}
+
+/// The span of one durable call named `name` (`kind`: `step`, `spawn`, `join`, `sleep`,
+/// `await`, `emit`). Costs nothing beyond `tracing`'s own check when no subscriber wants it.
+fn call_span(kind: &'static str, name: &str) -> Span {
+    tracing::info_span!(
+        "durable.step",
+        kind,
+        name,
+        checkpoint = tracing::field::Empty,
+        replayed = tracing::field::Empty,
+        error = tracing::field::Empty,
+    )
+}
+
+/// Runs a durable call inside its span and records its failure there. A suspension or a stop
+/// (cancellation, lost lease) is no failure of the call.
+async fn traced<T>(span: Span, call: impl Future<Output = TaskResult<T>>) -> TaskResult<T> {
+    let result = call.instrument(span.clone()).await;
+    if let Err(error) = &result
+        && !matches!(error, TaskError::Control(_))
+    {
+        telemetry::record_error(&span, error);
+    }
+    result
 }
 
 #[derive(Serialize, serde::Deserialize)]

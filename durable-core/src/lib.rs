@@ -17,6 +17,7 @@ mod options;
 pub mod policy;
 pub mod store;
 mod task;
+pub mod telemetry;
 mod worker;
 
 pub use async_trait::async_trait;

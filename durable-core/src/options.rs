@@ -88,7 +88,9 @@ pub struct SpawnOptions {
     /// How long to wait between attempts. Default: the client's `default_retry_strategy`.
     pub retry_strategy: Option<RetryStrategy>,
     /// Free-form metadata stored with the task and readable by its code
-    /// ([`TaskContext::headers`](crate::TaskContext::headers)).
+    /// ([`TaskContext::headers`](crate::TaskContext::headers)). The key
+    /// [`TRACE_HEADER`](crate::telemetry::TRACE_HEADER) is reserved for the spawner's trace
+    /// context.
     pub headers: BTreeMap<String, Value>,
     /// The queue to spawn into. Default: the client's queue (for subtasks: the parent's queue).
     pub queue: Option<String>,

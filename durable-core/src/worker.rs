@@ -23,8 +23,9 @@ use crate::maintenance::{self, MaintenancePlan, RetentionPlan};
 use crate::model::{FailureKind, TaskErrorInfo};
 use crate::options::WorkerOptions;
 use crate::policy;
-use crate::store::{ClaimRequest, ClaimedRun, Store};
+use crate::store::{ClaimBatch, ClaimRequest, ClaimedRun, RunRef, Store};
 use crate::task::ErasedFailure;
+use crate::telemetry::{self, Stopwatch, TaskLabel};
 
 /// What a worker shares with the client that started it.
 pub(crate) struct Shared {
@@ -208,6 +209,14 @@ fn claim_request(shared: &Shared, plan: &Plan, limit: usize) -> ClaimRequest {
     }
 }
 
+/// Claims up to `limit` runs, timing the claim.
+async fn claim(shared: &Shared, plan: &Plan, limit: usize) -> Result<ClaimBatch, StoreError> {
+    let stopwatch = Stopwatch::start();
+    let claimed = shared.store.claim(claim_request(shared, plan, limit)).await;
+    telemetry::record_claim_duration(&shared.defaults.queue, &stopwatch);
+    claimed
+}
+
 async fn run_loop(shared: Shared, mut plan: Plan, mut stop: watch::Receiver<bool>) {
     let queue = shared.defaults.queue.clone();
     // Schedules and retention on a task of their own, stopped with the loop (or aborted with it).
@@ -274,11 +283,7 @@ async fn run_loop(shared: Shared, mut plan: Plan, mut stop: watch::Receiver<bool
                 // the claim makes the next wait return at once: no lost wake-up.
                 signal.borrow_and_update();
                 let limit = free.min(plan.batch);
-                match shared
-                    .store
-                    .claim(claim_request(&shared, &plan, limit))
-                    .await
-                {
+                match claim(&shared, &plan, limit).await {
                     Ok(batch) => {
                         failures = 0;
                         may_have_work = batch.runs.len() == limit;
@@ -352,11 +357,7 @@ pub(crate) async fn drain(shared: Shared, options: WorkerOptions) -> DurableResu
             break Err(error.into());
         }
         let limit = plan.batch;
-        let runs = match shared
-            .store
-            .claim(claim_request(&shared, &plan, limit))
-            .await
-        {
+        let runs = match claim(&shared, &plan, limit).await {
             Ok(batch) => batch.runs,
             Err(error) => break Err(error.into()),
         };
@@ -417,7 +418,9 @@ async fn execute(
         attempt = claimed.attempt,
         task = %claimed.task_name,
         queue = %claimed.run.queue,
+        error = tracing::field::Empty,
     );
+    telemetry::adopt_trace_context(&span, &claimed.headers);
     execute_run(shared, completer, claimed, lease)
         .instrument(span)
         .await
@@ -451,11 +454,16 @@ async fn execute_run(
     };
     let strategy = claimed.retry_strategy.clone();
     let (attempt, max_attempts) = (claimed.attempt, claimed.max_attempts);
+    let label = TaskLabel::of(&run.queue, &claimed.task_name);
+    if claimed.first_started_at.is_none() {
+        label.started();
+    }
     let mut claimed = claimed;
     let params = std::mem::take(&mut claimed.params);
     let ctx = TaskContext::new(claimed, Arc::clone(&store), shared.defaults, lease);
     let lease_deadline = ctx.lease_watch();
-    let mut user_code = AbortOnDrop(tokio::spawn(task.run(params, ctx)));
+    // The task's code runs in its own Tokio task; it stays inside this run's span.
+    let mut user_code = AbortOnDrop(tokio::spawn(task.run(params, ctx).in_current_span()));
     let joined = tokio::select! {
         joined = &mut user_code.0 => joined,
         () = lease_expired(&lease_deadline) => {
@@ -474,6 +482,7 @@ async fn execute_run(
             let recorded = completer.complete(run, output).await;
             if recorded.is_ok() {
                 end = RunEnd::Completed;
+                label.completed();
             }
             recorded
         }
@@ -507,14 +516,14 @@ async fn execute_run(
                 ),
             };
             let retry = policy::next_retry(&strategy, attempt, max_attempts, retryable);
-            store.fail_run(&run, info, retry).await
+            fail_run(store.as_ref(), &run, info, retry, &label).await
         }
         Err(join_error) if join_error.is_panic() => {
             let message = panic_message(join_error.into_panic());
             tracing::error!(panic = %message, "task code panicked");
             let info = TaskErrorInfo::new(FailureKind::Panic, format!("task panicked: {message}"));
             let retry = policy::next_retry(&strategy, attempt, max_attempts, true);
-            store.fail_run(&run, info, retry).await
+            fail_run(store.as_ref(), &run, info, retry, &label).await
         }
         Err(_) => Ok(()), // aborted: the worker is stopping; the lease will expire.
     };
@@ -531,6 +540,25 @@ async fn execute_run(
         }
     }
     end
+}
+
+/// Records a failed attempt (on the run's span too), counted as retried or failed once the store
+/// has taken it.
+async fn fail_run(
+    store: &dyn Store,
+    run: &RunRef,
+    info: TaskErrorInfo,
+    retry: Option<Duration>,
+    label: &TaskLabel,
+) -> Result<(), StoreError> {
+    telemetry::record_error(&tracing::Span::current(), &info.message);
+    store.fail_run(run, info, retry).await?;
+    if retry.is_some() {
+        label.retried();
+    } else {
+        label.failed();
+    }
+    Ok(())
 }
 
 /// Returns once the local clock passes the deadline (which successful fenced calls move).

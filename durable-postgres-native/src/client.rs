@@ -4,6 +4,7 @@ use std::fmt;
 use std::ops::Deref;
 
 use deadpool_postgres::Pool;
+use durable_core::telemetry::record_spawned;
 use durable_core::{
     CancellationPolicy, DurableError, DurableResult, RetryStrategy, SpawnOptions, SpawnResult, Task,
 };
@@ -134,7 +135,9 @@ impl Durable {
         C: Executor + ?Sized,
     {
         let task = self.inner.prepare_spawn::<T>(params, options)?;
-        Ok(spawn_on(executor, &task).await?)
+        let result = spawn_on(executor, &task).await?;
+        record_spawned(&task.queue, &task.task_name, std::slice::from_ref(&result));
+        Ok(result)
     }
 
     /// Spawns a registered task by name on `executor` (see [`Durable::spawn_with`]); the params
@@ -152,7 +155,9 @@ impl Durable {
         let task = self
             .inner
             .prepare_spawn_by_name(task_name, params, options)?;
-        Ok(spawn_on(executor, &task).await?)
+        let result = spawn_on(executor, &task).await?;
+        record_spawned(&task.queue, &task.task_name, std::slice::from_ref(&result));
+        Ok(result)
     }
 
     /// Spawns one task `T` per element of `params`, all with `options`, on `executor` in one
@@ -169,7 +174,12 @@ impl Durable {
         C: Executor + ?Sized,
     {
         let tasks = self.inner.prepare_spawn_many::<T>(params, options)?;
-        Ok(spawn_many_on(executor, &tasks).await?)
+        let results = spawn_many_on(executor, &tasks).await?;
+        if let Some(first) = tasks.first() {
+            // One spawn_many shares its queue and task name.
+            record_spawned(&first.queue, &first.task_name, &results);
+        }
+        Ok(results)
     }
 
     /// Emits an event in `queue` (default: the client's) on `executor`: the event exists, and

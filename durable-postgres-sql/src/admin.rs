@@ -138,20 +138,22 @@ count(*) FILTER (WHERE l.state NOT IN ('completed', 'failed', 'cancelled')) AS u
 FROM (SELECT t.state FROM durable.tasks t WHERE t.queue_name = $1::text \
 ORDER BY t.task_id FOR UPDATE) l";
 
-/// Deletes a queue: its tasks (with their checkpoints and waits, by cascade), its events and
-/// its row. Run it after [`LOCK_QUEUE`] and [`LOCK_QUEUE_TASKS`] in one transaction, and roll
+/// Deletes a queue: its tasks (with their checkpoints and waits, by cascade), its events, its
+/// schedules and its row. Run it after [`LOCK_QUEUE`] and [`LOCK_QUEUE_TASKS`] in one transaction, and roll
 /// back if `unfinished` is not acceptable: it counts what this statement deleted, including
 /// tasks spawned since [`LOCK_QUEUE_TASKS`] ran.
 ///
 /// Parameters: `$1 text` queue. One row: `tasks bigint, unfinished bigint, events bigint,
-/// queues bigint` (rows deleted; `queues` is 0 or 1).
+/// schedules bigint, queues bigint` (rows deleted; `queues` is 0 or 1).
 pub const DELETE_QUEUE: &str = "WITH deleted_tasks AS (\
 DELETE FROM durable.tasks t WHERE t.queue_name = $1::text RETURNING t.state), \
 deleted_events AS (DELETE FROM durable.events e WHERE e.queue_name = $1::text RETURNING 1), \
+deleted_schedules AS (DELETE FROM durable.schedules s WHERE s.queue_name = $1::text RETURNING 1), \
 deleted_queues AS (DELETE FROM durable.queues q WHERE q.queue_name = $1::text RETURNING 1) \
 SELECT (SELECT count(*) FROM deleted_tasks) AS tasks, \
 (SELECT count(*) FROM deleted_tasks d WHERE d.state NOT IN ('completed', 'failed', 'cancelled')) AS unfinished, \
 (SELECT count(*) FROM deleted_events) AS events, \
+(SELECT count(*) FROM deleted_schedules) AS schedules, \
 (SELECT count(*) FROM deleted_queues) AS queues";
 
 /// Counts of the tasks of one queue or of all, and the throughput of the last minute.

@@ -6,6 +6,7 @@ mod emit;
 mod migrate;
 mod queues;
 mod retry;
+mod schedules;
 mod stats;
 mod tasks;
 
@@ -48,6 +49,9 @@ pub(crate) enum Command {
     Emit(emit::Args),
     /// Count tasks by state, the oldest pending one, and the last minute's throughput
     Stats(stats::Args),
+    /// List, create and delete schedules (recurring spawns)
+    #[command(subcommand)]
+    Schedules(schedules::Command),
 }
 
 /// Runs the command line's command.
@@ -67,6 +71,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Retry(args) => retry::run(&ctx, args).await,
         Command::Emit(args) => emit::run(&ctx, args).await,
         Command::Stats(args) => stats::run(&ctx, args).await,
+        Command::Schedules(command) => schedules::run(&ctx, command).await,
     }
 }
 
