@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use durable::telemetry::{
-    CLAIM_DURATION, STEP_DURATION, TASKS_COMPLETED, TASKS_FAILED, TASKS_RETRIED, TASKS_SPAWNED,
-    TASKS_STARTED, TRACE_HEADER,
+    CLAIM_DURATION, QUEUE_DEPTH, STEP_DURATION, TASKS_COMPLETED, TASKS_FAILED, TASKS_RETRIED,
+    TASKS_SPAWNED, TASKS_STARTED, TRACE_HEADER,
 };
 use durable::{
     Durable, NonRetryable, RetryStrategy, SpawnOptions, Task, TaskContext, TaskResult, TaskStatus,
@@ -159,6 +159,30 @@ fn counter(metrics: &ResourceMetrics, name: &str, task: &str) -> u64 {
         }
     }
     total
+}
+
+/// The `state` attributes of a u64 gauge's data points, all of queue `QUEUE`.
+fn gauge_states(metrics: &ResourceMetrics, name: &str) -> Vec<String> {
+    let mut states = Vec::new();
+    for metric in metrics
+        .scope_metrics()
+        .flat_map(|scope| scope.metrics())
+        .filter(|metric| metric.name() == name)
+    {
+        let AggregatedMetrics::U64(MetricData::Gauge(gauge)) = metric.data() else {
+            panic!("{name} is not a u64 gauge");
+        };
+        for point in gauge.data_points() {
+            let attributes: HashMap<&str, String> = point
+                .attributes()
+                .map(|kv| (kv.key.as_str(), kv.value.as_str().into_owned()))
+                .collect();
+            assert_eq!(attributes.get("queue").map(String::as_str), Some(QUEUE));
+            states.extend(attributes.get("state").cloned());
+        }
+    }
+    states.sort();
+    states
 }
 
 /// How many values a histogram recorded, over every attribute set.
@@ -466,6 +490,11 @@ async fn one_trace_from_spawner_through_task_steps_and_subtask() {
     // second attempt of flaky's `try`.
     assert_eq!(histogram_count(last, STEP_DURATION), 4);
     assert!(histogram_count(last, CLAIM_DURATION) >= 1);
+    // The worker reported its queue's depth when it started.
+    assert_eq!(
+        gauge_states(last, QUEUE_DEPTH),
+        ["pending", "running", "sleeping"]
+    );
 
     drop(client);
     db.drop_now().await.unwrap();

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::cron::CronSchedule;
 use crate::error::StoreError;
 use crate::store::{PurgeOutcome, ScheduleAdvance, Store};
+use crate::telemetry;
 
 /// The most schedules one query of [`fire_due_schedules`] handles; it queries again while a
 /// query comes back full, up to [`MAX_SCHEDULE_ROUNDS`] times.
@@ -110,6 +111,23 @@ pub(crate) async fn purge(
 pub(crate) struct MaintenancePlan {
     pub(crate) schedules: Option<Duration>,
     pub(crate) retention: Option<RetentionPlan>,
+    /// How often to report the queue's depth (with the `telemetry` feature).
+    pub(crate) depth: Option<Duration>,
+}
+
+/// How often a worker reports its queue's depth when metrics are exported.
+pub(crate) const DEPTH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counts the unfinished tasks of `queue` and reports them to the queue-depth gauge.
+async fn report_depth(store: &dyn Store, queue: &str) {
+    match store.queue_depth(queue).await {
+        Ok(depth) => {
+            telemetry::record_queue_depth(queue, "pending", depth.pending);
+            telemetry::record_queue_depth(queue, "running", depth.running);
+            telemetry::record_queue_depth(queue, "sleeping", depth.sleeping);
+        }
+        Err(error) => tracing::debug!(%error, "counting the queue's tasks failed"),
+    }
 }
 
 pub(crate) struct RetentionPlan {
@@ -129,9 +147,10 @@ pub(crate) async fn run(
     plan: MaintenancePlan,
     mut stop: watch::Receiver<bool>,
 ) {
-    if plan.schedules.is_none() && plan.retention.is_none() {
+    if plan.schedules.is_none() && plan.retention.is_none() && plan.depth.is_none() {
         return;
     }
+    let mut next_depth = plan.depth.map(|_| Instant::now());
     let mut next_schedules = plan.schedules.map(|_| Instant::now());
     let mut next_retention = plan.retention.as_ref().map(|r| Instant::now() + r.interval);
     loop {
@@ -181,7 +200,13 @@ pub(crate) async fn run(
             }
             next_retention = Some(Instant::now() + retention.interval);
         }
-        let wake = [next_schedules, next_retention]
+        if let (Some(at), Some(interval)) = (next_depth, plan.depth)
+            && now >= at
+        {
+            report_depth(store.as_ref(), &queue).await;
+            next_depth = Some(Instant::now() + interval);
+        }
+        let wake = [next_schedules, next_retention, next_depth]
             .into_iter()
             .flatten()
             .min()

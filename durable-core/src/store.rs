@@ -195,6 +195,17 @@ pub struct PurgeOutcome {
     pub more: bool,
 }
 
+/// How many unfinished tasks a queue holds, by state: see [`Store::queue_depth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Pending tasks (waiting to start, to be retried, or delayed).
+    pub pending: u64,
+    /// Running tasks.
+    pub running: u64,
+    /// Sleeping tasks (a durable sleep, or an await).
+    pub sleeping: u64,
+}
+
 /// A recurring spawn: the task to create at every tick of `cron`. Every default has been
 /// applied and every name validated by the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -377,6 +388,9 @@ pub trait Store: Send + Sync + 'static {
         older_than: Duration,
         limit: usize,
     ) -> Result<PurgeOutcome, StoreError>;
+
+    /// How many tasks of `queue` are pending, running and sleeping.
+    async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, StoreError>;
 
     /// Creates the schedule `(spec.queue, spec.name)`, or replaces it (it is then armed again
     /// from its new cron). Returns whether it was created.

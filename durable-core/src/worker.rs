@@ -180,6 +180,7 @@ fn plan(options: &WorkerOptions) -> Plan {
                     .clamp(Duration::from_millis(1), policy::MAX_DURATION),
                 batch_size: options.retention_batch_size.clamp(1, i32::MAX as usize),
             }),
+            depth: telemetry::ENABLED.then_some(maintenance::DEPTH_INTERVAL),
         },
     }
 }
@@ -225,6 +226,7 @@ async fn run_loop(shared: Shared, mut plan: Plan, mut stop: watch::Receiver<bool
         MaintenancePlan {
             schedules: None,
             retention: None,
+            depth: None,
         },
     );
     let maintenance = AbortOnDrop(tokio::spawn(

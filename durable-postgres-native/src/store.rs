@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
 use durable_core::store::{
     AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, DueSchedules, NewTask, PurgeOutcome,
-    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
-    schedule_task_key,
+    QueueDepth, RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome,
+    WakeAt, schedule_task_key,
 };
 use durable_core::{
     SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
@@ -527,6 +527,19 @@ impl Store for NativeStore {
             tasks: u64::try_from(get::<i64>(&row, "tasks")?).unwrap_or(0),
             events: u64::try_from(get::<i64>(&row, "events")?).unwrap_or(0),
             more: get(&row, "more")?,
+        })
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        let row = self.one(sql::QUEUE_DEPTH, &[&queue], Ctx::None).await?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(get::<i64>(&row, column)?).unwrap_or(0))
+        };
+        Ok(QueueDepth {
+            pending: count("pending")?,
+            running: count("running")?,
+            sleeping: count("sleeping")?,
         })
     }
 

@@ -232,3 +232,14 @@ durable.advance_schedule($1::text, $2::text, $3::timestamptz, $4::timestamptz, $
 ///
 /// One row: `state text`, the task's state now (`NULL`: no such task).
 pub const WATCH_FINISH: &str = "SELECT durable.watch_finish($1::uuid) AS state";
+
+/// Counts the unfinished tasks of a queue by state (through the claim and lease indexes).
+///
+/// Parameters: `$1 text` queue.
+///
+/// One row: `pending bigint, running bigint, sleeping bigint`.
+pub const QUEUE_DEPTH: &str = "SELECT \
+count(*) FILTER (WHERE state = 'pending') AS pending, \
+count(*) FILTER (WHERE state = 'running') AS running, \
+count(*) FILTER (WHERE state = 'sleeping') AS sleeping \
+FROM durable.tasks WHERE queue_name = $1::text AND state IN ('pending', 'running', 'sleeping')";

@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, RunCompletion,
-    RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt, schedule_task_key,
+    AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, QueueDepth,
+    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
+    schedule_task_key,
 };
 use durable_core::{
     SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
@@ -484,6 +485,21 @@ impl Store for SqlxStore {
             tasks: u64::try_from(get::<i64>(&row, "tasks")?).unwrap_or(0),
             events: u64::try_from(get::<i64>(&row, "events")?).unwrap_or(0),
             more: get(&row, "more")?,
+        })
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        let row = self
+            .row(Ctx::None, || sqlx::query(sql::QUEUE_DEPTH).bind(queue))
+            .await?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(get::<i64>(&row, column)?).unwrap_or(0))
+        };
+        Ok(QueueDepth {
+            pending: count("pending")?,
+            running: count("running")?,
+            sleeping: count("sleeping")?,
         })
     }
 

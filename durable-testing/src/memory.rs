@@ -10,8 +10,8 @@ use durable_core::model::{AwaitCheckpoint, ChildOutcome, SleepCheckpoint};
 use durable_core::policy;
 use durable_core::store::{
     AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, DueSchedules, NewTask, PurgeOutcome,
-    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
-    WorkSignals, child_event_name,
+    QueueDepth, RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome,
+    WakeAt, WorkSignals, child_event_name,
 };
 use durable_core::{
     CancellationPolicy, FailureKind, RetryStrategy, SpawnResult, Store, StoreError, TaskErrorInfo,
@@ -836,6 +836,19 @@ impl Store for MemoryStore {
             .checked_sub_signed(d)
             .ok_or_else(|| StoreError::invalid("retention age reaches before the start of time"))?;
         Ok(self.lock().purge(queue, cutoff, limit))
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, StoreError> {
+        let mut depth = QueueDepth::default();
+        for row in self.lock().tasks.values().filter(|row| row.queue == queue) {
+            match row.state {
+                TaskStatus::Pending => depth.pending += 1,
+                TaskStatus::Running => depth.running += 1,
+                TaskStatus::Sleeping => depth.sleeping += 1,
+                _ => {}
+            }
+        }
+        Ok(depth)
     }
 
     async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, RunCompletion,
-    RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
+    AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, QueueDepth,
+    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
 };
 use durable_core::{
     DurableBuilder, SpawnOptions, SpawnResult, Store, StoreError, Task, TaskContext, TaskErrorInfo,
@@ -127,6 +127,9 @@ impl Store for Counting {
         limit: usize,
     ) -> Result<PurgeOutcome, StoreError> {
         self.inner.purge_finished(queue, older_than, limit).await
+    }
+    async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, StoreError> {
+        self.inner.queue_depth(queue).await
     }
     async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {
         self.inner.upsert_schedule(spec).await

@@ -296,6 +296,7 @@ macro_rules! conformance_tests {
             operations::schedules_can_be_created_listed_updated_and_deleted,
             operations::schedules_fire_once_per_tick,
             operations::wait_for_result_returns_how_the_task_ended,
+            operations::queue_depth_counts_unfinished_tasks_by_state,
         );
     };
 }

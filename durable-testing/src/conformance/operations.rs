@@ -381,3 +381,23 @@ pub async fn wait_for_result_returns_how_the_task_ended<B: StoreBuilder>(b: &B) 
         "{error}"
     );
 }
+
+pub async fn queue_depth_counts_unfinished_tasks_by_state<B: StoreBuilder>(b: &B) {
+    let case = Case::new(b).await;
+    let asleep = case.spawn(vec![await_event("never")]).await;
+    let done = case.spawn(vec![step("s", json!(1))]).await;
+    case.run().await;
+    assert_eq!(case.status(asleep).await, TaskStatus::Sleeping);
+    assert_eq!(case.status(done).await, TaskStatus::Completed);
+    for i in 0..2 {
+        case.spawn(vec![step("s", json!(i))]).await;
+    }
+    let depth = case.store.queue_depth(QUEUE).await.unwrap();
+    assert_eq!(
+        (depth.pending, depth.running, depth.sleeping),
+        (2, 0, 1),
+        "{depth:?}"
+    );
+    let other = case.store.queue_depth("elsewhere").await.unwrap();
+    assert_eq!(other, durable_core::store::QueueDepth::default());
+}
