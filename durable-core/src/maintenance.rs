@@ -113,6 +113,32 @@ pub(crate) struct MaintenancePlan {
     pub(crate) retention: Option<RetentionPlan>,
     /// How often to report the queue's depth (with the `telemetry` feature).
     pub(crate) depth: Option<Duration>,
+    /// The task names the worker serves, to log waiting tasks of other names.
+    pub(crate) served: Option<Vec<String>>,
+}
+
+/// How often a worker looks for waiting tasks whose names it does not serve.
+const UNSERVED_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many of the oldest due tasks that look examines.
+const UNSERVED_SCAN: usize = 10_000;
+
+/// Logs the waiting tasks of `queue` that no task registered with this worker can run.
+async fn log_unserved(store: &dyn Store, queue: &str, served: &[String]) {
+    match store.unserved_names(queue, served, UNSERVED_SCAN).await {
+        Ok(names) => {
+            for name in names {
+                tracing::warn!(
+                    task = %name.task_name,
+                    waiting = name.waiting,
+                    "tasks wait in this queue under a name that no task registered with this \
+                     worker has; they wait, without using an attempt, until a worker that \
+                     registers it runs"
+                );
+            }
+        }
+        Err(error) => tracing::debug!(%error, "looking for unserved tasks failed"),
+    }
 }
 
 /// How often a worker reports its queue's depth when metrics are exported.
@@ -147,10 +173,11 @@ pub(crate) async fn run(
     plan: MaintenancePlan,
     mut stop: watch::Receiver<bool>,
 ) {
-    if plan.schedules.is_none() && plan.retention.is_none() && plan.depth.is_none() {
-        return;
-    }
     let mut next_depth = plan.depth.map(|_| Instant::now());
+    let mut next_unserved = plan
+        .served
+        .as_ref()
+        .map(|_| Instant::now() + UNSERVED_INTERVAL);
     let mut next_schedules = plan.schedules.map(|_| Instant::now());
     let mut next_retention = plan.retention.as_ref().map(|r| Instant::now() + r.interval);
     loop {
@@ -206,7 +233,13 @@ pub(crate) async fn run(
             report_depth(store.as_ref(), &queue).await;
             next_depth = Some(Instant::now() + interval);
         }
-        let wake = [next_schedules, next_retention, next_depth]
+        if let (Some(at), Some(served)) = (next_unserved, &plan.served)
+            && now >= at
+        {
+            log_unserved(store.as_ref(), &queue, served).await;
+            next_unserved = Some(Instant::now() + UNSERVED_INTERVAL);
+        }
+        let wake = [next_schedules, next_retention, next_depth, next_unserved]
             .into_iter()
             .flatten()
             .min()

@@ -206,6 +206,16 @@ pub struct QueueDepth {
     pub sleeping: u64,
 }
 
+/// Tasks of one name that wait in a queue and that no worker asking serves: see
+/// [`Store::unserved_names`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnservedName {
+    /// The task name.
+    pub task_name: String,
+    /// How many of the oldest due tasks have it.
+    pub waiting: u64,
+}
+
 /// A recurring spawn: the task to create at every tick of `cron`. Every default has been
 /// applied and every name validated by the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -391,6 +401,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many tasks of `queue` are pending, running and sleeping.
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, StoreError>;
+
+    /// Among the `scan` oldest pending tasks of `queue` that are due (the head of the claim
+    /// order, where tasks no worker claims pile up), the names not in `registered`, with how
+    /// many tasks have each, most first. Workers log them: such tasks wait, without burning an
+    /// attempt, until a worker that registers their name runs.
+    async fn unserved_names(
+        &self,
+        queue: &str,
+        registered: &[String],
+        scan: usize,
+    ) -> Result<Vec<UnservedName>, StoreError>;
 
     /// Creates the schedule `(spec.queue, spec.name)`, or replaces it (it is then armed again
     /// from its new cron). Returns whether it was created.

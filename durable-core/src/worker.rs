@@ -181,6 +181,7 @@ fn plan(options: &WorkerOptions) -> Plan {
                 batch_size: options.retention_batch_size.clamp(1, i32::MAX as usize),
             }),
             depth: telemetry::ENABLED.then_some(maintenance::DEPTH_INTERVAL),
+            served: None,
         },
     }
 }
@@ -227,8 +228,13 @@ async fn run_loop(shared: Shared, mut plan: Plan, mut stop: watch::Receiver<bool
             schedules: None,
             retention: None,
             depth: None,
+            served: None,
         },
     );
+    let maintenance_plan = MaintenancePlan {
+        served: (!shared.registry.is_empty()).then(|| claim_request(&shared, &plan, 0).task_names),
+        ..maintenance_plan
+    };
     let maintenance = AbortOnDrop(tokio::spawn(
         maintenance::run(
             Arc::clone(&shared.store),

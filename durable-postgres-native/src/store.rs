@@ -12,7 +12,7 @@ use deadpool_postgres::{Object, Pool};
 use durable_core::store::{
     AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, DueSchedules, NewTask, PurgeOutcome,
     QueueDepth, RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome,
-    WakeAt, schedule_task_key,
+    UnservedName, WakeAt, schedule_task_key,
 };
 use durable_core::{
     SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
@@ -541,6 +541,31 @@ impl Store for NativeStore {
             running: count("running")?,
             sleeping: count("sleeping")?,
         })
+    }
+
+    async fn unserved_names(
+        &self,
+        queue: &str,
+        registered: &[String],
+        scan: usize,
+    ) -> Result<Vec<UnservedName>, StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        let scan = int4(scan as u64);
+        let rows = self
+            .rows(
+                sql::UNSERVED_NAMES,
+                &[&queue, &registered, &scan],
+                Ctx::None,
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UnservedName {
+                    task_name: get(row, "task_name")?,
+                    waiting: u64::try_from(get::<i64>(row, "waiting")?).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {

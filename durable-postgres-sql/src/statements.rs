@@ -243,3 +243,16 @@ count(*) FILTER (WHERE state = 'pending') AS pending, \
 count(*) FILTER (WHERE state = 'running') AS running, \
 count(*) FILTER (WHERE state = 'sleeping') AS sleeping \
 FROM durable.tasks WHERE queue_name = $1::text AND state IN ('pending', 'running', 'sleeping')";
+
+/// The names of due pending tasks that no worker asking serves, among the oldest ones.
+///
+/// Parameters: `$1 text` queue, `$2 text[]` the names the worker serves, `$3 integer` how many of
+/// the oldest due pending tasks to look at.
+///
+/// Rows: `task_name text, waiting bigint`, most waiting first.
+pub const UNSERVED_NAMES: &str = "SELECT task_name, count(*) AS waiting FROM (\
+SELECT t.task_name FROM durable.tasks t \
+WHERE t.queue_name = $1::text AND t.state = 'pending' AND t.available_at <= clock_timestamp() \
+ORDER BY t.available_at LIMIT $3::integer) oldest \
+WHERE NOT (task_name = ANY ($2::text[])) \
+GROUP BY task_name ORDER BY waiting DESC, task_name";

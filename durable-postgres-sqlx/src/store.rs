@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use durable_core::store::{
     AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, QueueDepth,
-    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
-    schedule_task_key,
+    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome,
+    UnservedName, WakeAt, schedule_task_key,
 };
 use durable_core::{
     SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus, policy,
@@ -501,6 +501,32 @@ impl Store for SqlxStore {
             running: count("running")?,
             sleeping: count("sleeping")?,
         })
+    }
+
+    async fn unserved_names(
+        &self,
+        queue: &str,
+        registered: &[String],
+        scan: usize,
+    ) -> Result<Vec<UnservedName>, StoreError> {
+        policy::validate_queue_name(queue).map_err(StoreError::invalid)?;
+        let scan = int4(scan as u64);
+        let rows = self
+            .rows(Ctx::None, || {
+                sqlx::query(sql::UNSERVED_NAMES)
+                    .bind(queue)
+                    .bind(registered)
+                    .bind(scan)
+            })
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UnservedName {
+                    task_name: get(row, "task_name")?,
+                    waiting: u64::try_from(get::<i64>(row, "waiting")?).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {

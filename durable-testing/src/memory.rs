@@ -11,7 +11,7 @@ use durable_core::policy;
 use durable_core::store::{
     AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, DueSchedules, NewTask, PurgeOutcome,
     QueueDepth, RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome,
-    WakeAt, WorkSignals, child_event_name,
+    UnservedName, WakeAt, WorkSignals, child_event_name,
 };
 use durable_core::{
     CancellationPolicy, FailureKind, RetryStrategy, SpawnResult, Store, StoreError, TaskErrorInfo,
@@ -849,6 +849,46 @@ impl Store for MemoryStore {
             }
         }
         Ok(depth)
+    }
+
+    async fn unserved_names(
+        &self,
+        queue: &str,
+        registered: &[String],
+        scan: usize,
+    ) -> Result<Vec<UnservedName>, StoreError> {
+        let now = self.now();
+        let state = self.lock();
+        let mut due: Vec<(DateTime<Utc>, u64, &str)> = state
+            .tasks
+            .values()
+            .filter(|row| row.queue == queue && row.state == TaskStatus::Pending)
+            .filter_map(|row| {
+                let at = row.available_at.filter(|at| *at <= now)?;
+                Some((at, row.seq, row.task_name.as_str()))
+            })
+            .collect();
+        due.sort();
+        due.truncate(scan);
+        let mut counts: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (_, _, name) in due {
+            if !registered.iter().any(|r| r == name) {
+                *counts.entry(name).or_default() += 1;
+            }
+        }
+        let mut names: Vec<UnservedName> = counts
+            .into_iter()
+            .map(|(name, waiting)| UnservedName {
+                task_name: name.to_owned(),
+                waiting,
+            })
+            .collect();
+        names.sort_by(|a, b| {
+            b.waiting
+                .cmp(&a.waiting)
+                .then(a.task_name.cmp(&b.task_name))
+        });
+        Ok(names)
     }
 
     async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {

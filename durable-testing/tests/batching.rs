@@ -10,7 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use durable_core::store::{
     AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, QueueDepth,
-    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome, WakeAt,
+    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome,
+    UnservedName, WakeAt,
 };
 use durable_core::{
     DurableBuilder, SpawnOptions, SpawnResult, Store, StoreError, Task, TaskContext, TaskErrorInfo,
@@ -130,6 +131,14 @@ impl Store for Counting {
     }
     async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, StoreError> {
         self.inner.queue_depth(queue).await
+    }
+    async fn unserved_names(
+        &self,
+        queue: &str,
+        registered: &[String],
+        scan: usize,
+    ) -> Result<Vec<UnservedName>, StoreError> {
+        self.inner.unserved_names(queue, registered, scan).await
     }
     async fn upsert_schedule(&self, spec: ScheduleSpec) -> Result<bool, StoreError> {
         self.inner.upsert_schedule(spec).await

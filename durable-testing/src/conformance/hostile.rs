@@ -314,6 +314,28 @@ pub async fn unknown_task_names_wait_without_burning_attempts<B: StoreBuilder>(b
     case.run().await;
     assert_eq!(case.status(known).await, TaskStatus::Completed);
     assert_eq!(case.status(late).await, TaskStatus::Pending, "left alone");
+    // What a worker logs: the waiting task's name, which it does not serve.
+    let served = vec![ScriptTask::NAME.to_owned()];
+    let unserved = case
+        .store
+        .unserved_names(QUEUE, &served, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        unserved,
+        vec![durable_core::store::UnservedName {
+            task_name: Late::NAME.to_owned(),
+            waiting: 1,
+        }]
+    );
+    let all = vec![ScriptTask::NAME.to_owned(), Late::NAME.to_owned()];
+    assert!(
+        case.store
+            .unserved_names(QUEUE, &all, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A worker that knows the task runs it, as its first attempt.
     let other = DurableBuilder::new()
         .queue_name(QUEUE)
