@@ -5,7 +5,8 @@
 //! [`Store::work_signal`]: durable_core::Store::work_signal
 
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -24,6 +25,14 @@ use crate::connect::SharedConnector;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A `SELECT 1` in flight on the listener's connection.
+type Ping<'c> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'c>>;
+
+/// The shortest quiet time after which the listener checks its connection.
+const MIN_QUIET: Duration = Duration::from_millis(100);
+
 /// TCP keepalive idle time of the listener connection, so that a silently dropped connection
 /// is noticed (and made again) within about a minute rather than hours.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
@@ -31,14 +40,35 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 /// How long making the listener connection may take before it is tried again.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The signals the listener bumps: work per queue, and the end of watched tasks.
-#[derive(Debug, Default)]
+/// The signals the listener bumps: work per queue, and the end of watched tasks; and the
+/// store's call timeout, which paces the listener's connection checks.
+#[derive(Debug)]
 pub(crate) struct Signals {
     work: WorkSignals,
     finish: WorkSignals,
+    /// In milliseconds: a listener connection quiet for that long is asked `SELECT 1`, and
+    /// replaced if it does not answer within it.
+    call_timeout_ms: Arc<AtomicU64>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            work: WorkSignals::default(),
+            finish: WorkSignals::default(),
+            call_timeout_ms: Arc::new(AtomicU64::new(
+                crate::store::DEFAULT_CALL_TIMEOUT.as_millis() as u64,
+            )),
+        }
+    }
 }
 
 impl Signals {
+    /// How long the listener's connection may stay quiet before it is checked.
+    fn quiet(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms.load(Ordering::Relaxed)).max(MIN_QUIET)
+    }
+
     /// The work signal of `queue`.
     pub(crate) fn subscribe(&self, queue: &str) -> watch::Receiver<u64> {
         self.work.subscribe(queue)
@@ -112,6 +142,11 @@ impl Wakeups {
             signals: Arc::default(),
             listen: None,
         }
+    }
+
+    /// The call timeout the store and the listener share.
+    pub(crate) fn call_timeout_ms(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.signals.call_timeout_ms)
     }
 
     pub(crate) fn is_listening(&self) -> bool {
@@ -209,14 +244,15 @@ where
     }
 }
 
-/// Sends `LISTEN` on `client` and drives its connection, forwarding notifications of the
-/// `durable` channel, until the connection ends. Returns whether `LISTEN` succeeded, and how
-/// the connection ended.
+/// Sends `LISTEN` on `client` and drives its connection, forwarding notifications, until the
+/// connection ends or stops answering: every call timeout it is asked `SELECT 1`, and a
+/// connection that does not answer within another call timeout (its peer vanished without a
+/// word) is given up. Returns whether `LISTEN` succeeded, and how the connection ended.
 async fn drive<S, T>(
     client: &Client,
     mut connection: Connection<S, T>,
     signals: &Signals,
-) -> (bool, Result<(), tokio_postgres::Error>)
+) -> (bool, Result<(), BoxError>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
     T: TlsStream + Unpin,
@@ -224,6 +260,8 @@ where
     let statement = listen_statement();
     let mut listen = pin!(client.batch_execute(&statement));
     let mut listening = false;
+    let mut ping: Option<Ping<'_>> = None;
+    let mut check = pin!(tokio::time::sleep(signals.quiet()));
     let result = poll_fn(|cx| {
         if !listening && let Poll::Ready(result) = listen.as_mut().poll(cx) {
             result?;
@@ -237,11 +275,40 @@ where
                     signals.notified(notification.channel(), notification.payload());
                 }
                 Poll::Ready(Some(Ok(_))) => {} // a notice
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.into())),
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => break,
             }
         }
+        loop {
+            if let Some(answer) = ping.as_mut()
+                && let Poll::Ready(result) = answer.as_mut().poll(cx)
+            {
+                result?;
+                ping = None;
+                check
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + signals.quiet());
+            }
+            if check.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            if ping.is_some() {
+                let quiet = signals.quiet();
+                return Poll::Ready(Err(format!(
+                    "the listener connection did not answer within {quiet:?}"
+                )
+                .into()));
+            }
+            // Quiet for a whole call timeout: ask, and give the answer as long again. The
+            // next turn polls the query once, which sends it; the connection carries it.
+            let answer = client.simple_query("SELECT 1");
+            ping = Some(Box::pin(async move { answer.await.map(drop) }));
+            check
+                .as_mut()
+                .reset(tokio::time::Instant::now() + signals.quiet());
+        }
+        Poll::Pending
     })
     .await;
     (listening, result)

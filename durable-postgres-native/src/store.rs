@@ -84,7 +84,8 @@ struct Inner {
     pool: Pool,
     wakeups: Wakeups,
     /// See [`NativeStore::set_call_timeout`], in milliseconds.
-    call_timeout_ms: AtomicU64,
+    /// Shared with the listener, which checks its connection at this interval when quiet.
+    call_timeout_ms: Arc<AtomicU64>,
 }
 
 /// How long one call may wait for PostgreSQL's answer by default: see
@@ -94,8 +95,8 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 fn inner(pool: Pool, wakeups: Wakeups) -> Arc<Inner> {
     Arc::new(Inner {
         pool,
+        call_timeout_ms: wakeups.call_timeout_ms(),
         wakeups,
-        call_timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
     })
 }
 
@@ -185,6 +186,10 @@ impl NativeStore {
     /// connection whose peer vanished without a word (a network cut, a firewall that forgot
     /// the connection) would otherwise hold its caller, and a slot of the pool, for good. As
     /// with any backend error, the call may or may not have been applied.
+    ///
+    /// The wake-up listener's connection is checked with `SELECT 1` at that interval and made
+    /// again if the answer takes longer, so wake-ups resume after such a cut instead of
+    /// waiting for TCP to give up (workers poll meanwhile).
     pub fn set_call_timeout(&self, timeout: Duration) {
         let ms = u64::try_from(timeout.as_millis())
             .unwrap_or(u64::MAX)

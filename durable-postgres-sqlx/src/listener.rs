@@ -3,6 +3,7 @@
 //!
 //! [`Store::work_signal`]: durable_core::Store::work_signal
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -11,6 +12,15 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The shortest quiet time after which the listener checks its connection.
+const MIN_QUIET: Duration = Duration::from_millis(100);
+
+fn default_timeout() -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(
+        crate::store::DEFAULT_CALL_TIMEOUT.as_millis() as u64,
+    ))
+}
 
 /// The shortest and longest pause before reconnecting a lost listener connection.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -25,6 +35,9 @@ pub(crate) struct Wakeups {
     signals: Arc<Signals>,
     /// End-of-task signals (`watch_finish`), by task id.
     finish: Arc<Signals>,
+    /// The store's call timeout in milliseconds: a listener connection quiet for that long is
+    /// asked `SELECT 1`, and replaced if it does not answer within it.
+    call_timeout_ms: Arc<AtomicU64>,
     /// `None`: poll-only.
     listen: Option<ListenState>,
 }
@@ -41,6 +54,7 @@ impl Wakeups {
         Wakeups {
             signals: Arc::default(),
             finish: Arc::default(),
+            call_timeout_ms: default_timeout(),
             listen: Some(ListenState {
                 options: (*pool.connect_options()).clone(),
                 task: Mutex::new(None),
@@ -53,8 +67,14 @@ impl Wakeups {
         Wakeups {
             signals: Arc::default(),
             finish: Arc::default(),
+            call_timeout_ms: default_timeout(),
             listen: None,
         }
+    }
+
+    /// The call timeout the store and the listener share.
+    pub(crate) fn call_timeout_ms(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.call_timeout_ms)
     }
 
     pub(crate) fn is_listening(&self) -> bool {
@@ -65,7 +85,7 @@ impl Wakeups {
     pub(crate) fn signal(&self, queue: &str) -> watch::Receiver<u64> {
         let receiver = self.signals.subscribe(queue);
         if let Some(listen) = &self.listen {
-            listen.ensure_started(&self.signals, &self.finish);
+            listen.ensure_started(&self.signals, &self.finish, &self.call_timeout_ms);
         }
         receiver
     }
@@ -74,14 +94,19 @@ impl Wakeups {
     pub(crate) fn finish_signal(&self, task_id: uuid::Uuid) -> watch::Receiver<u64> {
         let receiver = self.finish.subscribe_pruning(&task_id.to_string());
         if let Some(listen) = &self.listen {
-            listen.ensure_started(&self.signals, &self.finish);
+            listen.ensure_started(&self.signals, &self.finish, &self.call_timeout_ms);
         }
         receiver
     }
 }
 
 impl ListenState {
-    fn ensure_started(&self, signals: &Arc<Signals>, finish: &Arc<Signals>) {
+    fn ensure_started(
+        &self,
+        signals: &Arc<Signals>,
+        finish: &Arc<Signals>,
+        call_timeout_ms: &Arc<AtomicU64>,
+    ) {
         let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
         if task.as_ref().is_some_and(|handle| !handle.is_finished()) {
             return;
@@ -91,7 +116,8 @@ impl ListenState {
                 let options = self.options.clone();
                 let signals = Arc::clone(signals);
                 let finish = Arc::clone(finish);
-                *task = Some(runtime.spawn(listen_loop(options, signals, finish)));
+                let timeout = Arc::clone(call_timeout_ms);
+                *task = Some(runtime.spawn(listen_loop(options, signals, finish, timeout)));
             }
             Err(_) => {
                 tracing::warn!(
@@ -133,7 +159,12 @@ async fn connect(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> 
 
 /// Listens until aborted; a lost connection is made again with backoff. Every (re)connection
 /// bumps every queue, since notifications sent while not listening are lost.
-async fn listen_loop(options: PgConnectOptions, signals: Arc<Signals>, finish: Arc<Signals>) {
+async fn listen_loop(
+    options: PgConnectOptions,
+    signals: Arc<Signals>,
+    finish: Arc<Signals>,
+    call_timeout_ms: Arc<AtomicU64>,
+) {
     let bump_all = || {
         signals.bump_all();
         finish.bump_all();
@@ -146,7 +177,26 @@ async fn listen_loop(options: PgConnectOptions, signals: Arc<Signals>, finish: A
                 backoff = MIN_BACKOFF;
                 bump_all();
                 loop {
-                    match listener.try_recv().await {
+                    let quiet = Duration::from_millis(call_timeout_ms.load(Ordering::Relaxed))
+                        .max(MIN_QUIET);
+                    let Ok(received) = tokio::time::timeout(quiet, listener.try_recv()).await
+                    else {
+                        // Quiet for a whole call timeout: a connection whose peer vanished
+                        // without a word would stay quiet for good. Make sure it answers.
+                        let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                        match tokio::time::timeout(quiet, ping).await {
+                            Ok(Ok(_)) => continue,
+                            Ok(Err(error)) => {
+                                tracing::warn!(%error, "listener connection failed; reconnecting");
+                            }
+                            Err(_) => tracing::warn!(
+                                timeout = ?quiet,
+                                "listener connection did not answer; reconnecting"
+                            ),
+                        }
+                        break;
+                    };
+                    match received {
                         Ok(Some(notification)) if notification.channel() == FINISH_CHANNEL => {
                             finish.bump_and_forget(notification.payload())
                         }

@@ -71,7 +71,8 @@ struct Inner {
     pool: PgPool,
     wakeups: Wakeups,
     /// See [`SqlxStore::set_call_timeout`], in milliseconds.
-    call_timeout_ms: AtomicU64,
+    /// Shared with the listener, which checks its connection at this interval when quiet.
+    call_timeout_ms: Arc<AtomicU64>,
 }
 
 /// How long one call may wait for PostgreSQL's answer by default: see
@@ -81,8 +82,8 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 fn inner(pool: PgPool, wakeups: Wakeups) -> Arc<Inner> {
     Arc::new(Inner {
         pool,
+        call_timeout_ms: wakeups.call_timeout_ms(),
         wakeups,
-        call_timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
     })
 }
 
@@ -142,6 +143,10 @@ impl SqlxStore {
     /// a connection whose peer vanished without a word (a network cut, a firewall that forgot
     /// the connection) would otherwise hold its caller, and a slot of the pool, for good. As
     /// with any backend error, the call may or may not have been applied.
+    ///
+    /// The wake-up listener's connection is checked with `SELECT 1` quiet for that long and made
+    /// again if the answer takes longer, so wake-ups resume after such a cut instead of
+    /// waiting for TCP to give up (workers poll meanwhile).
     pub fn set_call_timeout(&self, timeout: Duration) {
         let ms = u64::try_from(timeout.as_millis())
             .unwrap_or(u64::MAX)
