@@ -554,13 +554,9 @@ impl<S: Store> Side<S> {
                     Err(e) => refusal(&e),
                 }
             }
-            // How many: when a final failure cancels a descendant whose lease expired too, the
-            // descendant is first retried (and counted) or not depending on the order recovery
-            // takes them in (the PostgreSQL stores take them in no fixed order); it ends
-            // cancelled either way. Whether any was recovered, and the end state, are compared
-            // (a cancelled task's attempt and last error excepted).
+            // Recovery takes parents before their subtasks on every store, so the counts agree.
             Op::Expire => match self.store.expire_leases(&q).await {
-                Ok(n) => Seen::Expired(u64::from(n > 0)),
+                Ok(n) => Seen::Expired(n),
                 Err(e) => refusal(&e),
             },
             Op::Advance => Seen::Done,
@@ -576,22 +572,6 @@ impl<S: Store> Side<S> {
     pub async fn result(&self, id: Uuid) -> Seen {
         match self.store.task_result(id).await {
             Ok(poll) => Seen::Result(poll.map(|p| {
-                // When a parent and its subtask lose their leases together, recovery takes
-                // them in no fixed order: the subtask is cancelled by its parent's final
-                // failure (after a retry, or not), or fails for good first. Both end it, so
-                // both are shown alike (see `Op::Expire`).
-                let expired = p
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.kind == FailureKind::LeaseExpired);
-                if p.status == TaskStatus::Cancelled || (p.status == TaskStatus::Failed && expired)
-                {
-                    return (
-                        "ended by cancellation or lease expiry".to_owned(),
-                        None,
-                        None,
-                    );
-                }
                 let error = p.error.map(|e| match e.kind {
                     FailureKind::Failed => format!("failed: {}", e.message),
                     kind => format!("{kind:?}"),

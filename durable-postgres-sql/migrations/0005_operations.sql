@@ -260,3 +260,84 @@ BEGIN
     RETURN v_state;
 END
 $$;
+
+---------------------------------------------------------------------------------------------
+-- Lease recovery, parents first
+---------------------------------------------------------------------------------------------
+
+-- As in 0003, with a fixed order when a task and its parent lost their leases together: the
+-- parent is recovered first (a call defers the subtask, and says `more`), so its final failure
+-- cancels the subtask rather than racing a retry of it, and a retried parent leaves its subtask
+-- to be recovered on its own.
+CREATE OR REPLACE FUNCTION durable.expire_leases(p_queue text)
+RETURNS TABLE (recovered bigint, more boolean)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now     timestamptz := clock_timestamp();
+    v_task_id uuid;
+    v_run_id  uuid;
+    v_parent  uuid;
+    v_error   jsonb;
+    v_failed  integer := 0;
+    v_retried integer := 0;
+    v_more    boolean := false;
+BEGIN
+    SELECT t.task_id, t.run_id INTO v_task_id, v_run_id
+      FROM durable.tasks t
+     WHERE t.queue_name = p_queue AND t.state = 'running' AND t.lease_expires_at <= v_now
+       AND t.attempt >= t.max_attempts
+       AND NOT EXISTS (SELECT 1 FROM durable.tasks p
+                        WHERE p.task_id = t.parent_task_id AND p.state = 'running'
+                          AND p.lease_expires_at <= v_now)
+     LIMIT 1;
+    IF FOUND THEN
+        v_more := true;
+        v_parent := durable._lock_terminal(p_queue, v_task_id, true);
+        v_now := clock_timestamp();
+        UPDATE durable.tasks t
+           SET state = 'failed', finished_at = v_now, available_at = NULL,
+               claimed_by = NULL, lease_expires_at = NULL,
+               last_error = durable._lease_error(t.run_id, t.claimed_by)
+         WHERE t.task_id = v_task_id AND t.run_id = v_run_id
+           AND t.state = 'running' AND t.lease_expires_at <= v_now
+        RETURNING t.last_error INTO v_error;
+        IF FOUND THEN
+            v_failed := 1;
+            PERFORM durable._cancel_descendants(v_task_id, v_now);
+            PERFORM durable._child_outcome(p_queue, v_task_id, v_parent,
+                jsonb_build_object('status', 'failed', 'error', v_error), v_now);
+        END IF;
+    END IF;
+    -- SKIP LOCKED: a locked row is being written by its run or recovered by another worker.
+    WITH expired AS (
+        SELECT t.task_id FROM durable.tasks t
+         WHERE t.queue_name = p_queue AND t.state = 'running' AND t.lease_expires_at <= v_now
+           AND t.attempt < t.max_attempts
+           AND NOT EXISTS (SELECT 1 FROM durable.tasks p
+                            WHERE p.task_id = t.parent_task_id AND p.state = 'running'
+                              AND p.lease_expires_at <= v_now)
+         LIMIT 500
+           FOR UPDATE OF t SKIP LOCKED
+    )
+    UPDATE durable.tasks t
+       SET state = 'pending', attempt = t.attempt + 1, run_id = durable.uuid_v7(),
+           available_at = v_now, claimed_by = NULL, lease_expires_at = NULL,
+           last_error = durable._lease_error(t.run_id, t.claimed_by)
+      FROM expired e
+     WHERE t.task_id = e.task_id;
+    GET DIAGNOSTICS v_retried = ROW_COUNT;
+    IF v_retried >= 500 THEN
+        v_more := true;
+    END IF;
+    IF v_failed + v_retried > 0 THEN
+        PERFORM pg_notify('durable', p_queue);
+        -- Subtasks deferred behind a parent recovered now: call again.
+        v_more := v_more OR EXISTS (
+            SELECT 1 FROM durable.tasks t
+             WHERE t.queue_name = p_queue AND t.state = 'running'
+               AND t.lease_expires_at <= v_now);
+    END IF;
+    RETURN QUERY SELECT (v_failed + v_retried)::bigint, v_more;
+END
+$$;

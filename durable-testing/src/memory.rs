@@ -522,7 +522,25 @@ impl Store for MemoryStore {
             })
             .map(|(id, _)| *id)
             .collect();
-        for task_id in expired {
+        // Parents before their subtasks (as the PostgreSQL stores): a parent's final failure
+        // cancels a subtask whose lease expired with it, rather than racing its retry.
+        let depth = |mut id: Uuid| {
+            let mut depth = 0usize;
+            while let Some(parent) = state.tasks.get(&id).and_then(|row| row.parent_task_id) {
+                depth += 1;
+                id = parent;
+                if depth > state.tasks.len() {
+                    break;
+                }
+            }
+            depth
+        };
+        let mut expired: Vec<(usize, u64, Uuid)> = expired
+            .into_iter()
+            .map(|id| (depth(id), state.tasks.get(&id).map_or(0, |row| row.seq), id))
+            .collect();
+        expired.sort();
+        for (_, _, task_id) in expired {
             // An earlier final failure in this loop may have cancelled this task (a descendant):
             // a cancelled task stays cancelled.
             let Some(row) = state

@@ -241,3 +241,56 @@ pub async fn lease_expiry_never_revives_a_task_its_parent_cancelled<B: StoreBuil
         );
     }
 }
+
+pub async fn lease_recovery_takes_parents_before_subtasks<B: StoreBuilder>(b: &B) {
+    let case = Case::new(b).await;
+    // A parent and its subtask, neither with an attempt left, lose their leases together: the
+    // parent fails for good first and its failure cancels the subtask, which therefore does
+    // not fail on its own (nor, with attempts left, would it be retried first).
+    let parent = case
+        .spawn_with(
+            vec![],
+            SpawnOptions {
+                max_attempts: Some(1),
+                ..SpawnOptions::default()
+            },
+        )
+        .await;
+    let parent_run = claim_one(&case, 500).await;
+    assert_eq!(parent_run.run.task_id, parent);
+    let mut child = case
+        .client
+        .defaults()
+        .new_task(
+            QUEUE,
+            "conformance.script",
+            serde_json::to_value(case.script(vec![])).unwrap(),
+            SpawnOptions {
+                max_attempts: Some(1),
+                ..SpawnOptions::default()
+            },
+        )
+        .unwrap();
+    child.parent_task_id = Some(parent);
+    let child = case.store.spawn(child).await.unwrap().task_id;
+    let child_run = claim_one(&case, 500).await;
+    assert_eq!(child_run.run.task_id, child);
+    case.advance(ms(600)).await;
+    assert_eq!(
+        case.store.expire_leases(QUEUE).await.unwrap(),
+        1,
+        "the parent only"
+    );
+    let parent_poll = case.poll(parent).await;
+    assert_eq!(parent_poll.status, TaskStatus::Failed);
+    assert_eq!(
+        parent_poll.error.map(|e| e.kind),
+        Some(FailureKind::LeaseExpired)
+    );
+    let child_poll = case.poll(child).await;
+    assert_eq!(child_poll.status, TaskStatus::Cancelled);
+    assert_eq!(
+        child_poll.error, None,
+        "cancelled before any recovery of its own"
+    );
+}

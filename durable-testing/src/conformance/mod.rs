@@ -279,6 +279,7 @@ macro_rules! conformance_tests {
             leases::writes_after_cancel_are_refused,
             leases::expired_leases_are_recovered_while_every_slot_is_busy,
             leases::lease_expiry_never_revives_a_task_its_parent_cancelled,
+            leases::lease_recovery_takes_parents_before_subtasks,
             bad_input::invalid_queue_names_are_refused,
             bad_input::reserved_event_names_are_refused,
             bad_input::absurd_durations_are_refused,
