@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use durable_core::store::{AwaitOutcome, ClaimRequest, NewTask, RunRef, SleepOutcome, WakeAt};
 use durable_core::{
-    CancellationPolicy, FailureKind, RetryStrategy, Store, StoreError, TaskErrorInfo, TaskStatus,
+    CancellationPolicy, FailureKind, RetryStrategy, Store, StoreError, TaskErrorInfo,
 };
 use durable_testing::MemoryStore;
 use serde_json::{Value, json};

@@ -87,6 +87,9 @@ pub struct Report {
     pub drain: Option<Duration>,
     /// Worker processes that died on their own, or did not stop cleanly, with their logs.
     pub worker_problems: Vec<String>,
+    /// With a held xmin horizon: dead row versions of `durable.tasks` and `durable.checkpoints`
+    /// that a VACUUM could not remove while the snapshot was held, then after it ended.
+    pub held_dead_tuples: Option<(i64, i64)>,
 }
 
 impl Report {
@@ -98,7 +101,7 @@ impl Report {
             "[faults] {backend}/{fault}: {tasks} tasks, {workers} workers, done in {total:.1} s; \
              {events} fault events; resume after fault ≤ {resume}; drained {drain} after the last; \
              {recov} lease recoveries, {extra} extra attempts (max attempt {max}), \
-             {reruns} step re-runs before commit, {dead} dead tuples; violations: {v}",
+             {reruns} step re-runs before commit, {dead} dead tuples{held}; violations: {v}",
             backend = self.backend.name(),
             fault = self.fault.name(),
             tasks = self.findings.tasks,
@@ -112,6 +115,9 @@ impl Report {
             max = self.findings.max_attempt,
             reruns = self.findings.body_reruns,
             dead = self.findings.dead_tuples,
+            held = self.held_dead_tuples.map_or(String::new(), |(held, after)| format!(
+                " (VACUUM under the held snapshot left {held} dead row versions, {after} once it ended)"
+            )),
             v = if self.findings.violations.is_empty() && self.worker_problems.is_empty() {
                 "none".to_owned()
             } else {
@@ -136,6 +142,8 @@ impl Report {
             "max_attempt": self.findings.max_attempt,
             "body_reruns": self.findings.body_reruns,
             "dead_tuples": self.findings.dead_tuples,
+            "held_dead_tuples": self.held_dead_tuples.map(|(held, _)| held),
+            "dead_tuples_after_release": self.held_dead_tuples.map(|(_, after)| after),
             "violations": self.findings.violations,
             "worker_problems": self.worker_problems,
         })
@@ -260,7 +268,14 @@ pub async fn run(
     driven?;
 
     let (done, total, progress) = monitor.await.context("monitor panicked")?;
-    drop(xmin_holder);
+    let held_dead_tuples = match xmin_holder {
+        Some(holder) => {
+            let held = unremovable_dead_tuples(&direct_url).await?;
+            drop(holder);
+            Some((held, unremovable_dead_tuples(&direct_url).await?))
+        }
+        None => None,
+    };
 
     let client = connect(&direct_url).await?;
     let mut findings = check(&client, &planned, expected).await?;
@@ -278,6 +293,15 @@ pub async fn run(
             0,
             format!("terminal: not every task was terminal after 180 s: {states:?}"),
         );
+    }
+
+    if let Some((held, after)) = held_dead_tuples
+        && (held == 0 || after >= held)
+    {
+        findings.violations.push(format!(
+            "xmin: the held snapshot should have kept dead row versions from VACUUM and its end \
+             should have freed them: {held} held, {after} after"
+        ));
     }
 
     let mut worker_problems = Vec::new();
@@ -318,9 +342,27 @@ pub async fn run(
         max_resume,
         events,
         worker_problems,
+        held_dead_tuples,
     };
     append_report(out_dir, &report);
     Ok(report)
+}
+
+/// Runs VACUUM on the task tables and returns the dead row versions it had to leave (what a
+/// held snapshot keeps: the bloat it causes).
+async fn unremovable_dead_tuples(url: &str) -> anyhow::Result<i64> {
+    let client = connect(url).await?;
+    client
+        .batch_execute("VACUUM durable.tasks, durable.checkpoints")
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(n_dead_tup), 0)::bigint FROM pg_stat_user_tables \
+             WHERE schemaname = 'durable' AND relname IN ('tasks', 'checkpoints')",
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
 }
 
 fn append_report(out_dir: &Path, report: &Report) {
