@@ -107,7 +107,8 @@ pub(crate) async fn purge(
     Ok(total)
 }
 
-/// What the maintenance task of a worker does, from its options.
+/// What the maintenance task of a worker does, from its options (`Default`: nothing).
+#[derive(Default)]
 pub(crate) struct MaintenancePlan {
     pub(crate) schedules: Option<Duration>,
     pub(crate) retention: Option<RetentionPlan>,

@@ -181,6 +181,7 @@ fn plan(options: &WorkerOptions) -> Plan {
                 batch_size: options.retention_batch_size.clamp(1, i32::MAX as usize),
             }),
             depth: telemetry::ENABLED.then_some(maintenance::DEPTH_INTERVAL),
+            // Set by the run loop, which knows the registered tasks.
             served: None,
         },
     }
@@ -199,13 +200,18 @@ pub(crate) fn start(shared: Shared, options: WorkerOptions) -> Worker {
     }
 }
 
+/// The names of the tasks the worker serves, sorted.
+fn registered_names(shared: &Shared) -> Vec<String> {
+    let mut names: Vec<String> = shared.registry.keys().map(|n| (*n).to_owned()).collect();
+    names.sort();
+    names
+}
+
 fn claim_request(shared: &Shared, plan: &Plan, limit: usize) -> ClaimRequest {
-    let mut task_names: Vec<String> = shared.registry.keys().map(|n| (*n).to_owned()).collect();
-    task_names.sort();
     ClaimRequest {
         queue: shared.defaults.queue.clone(),
         worker_id: plan.id.clone(),
-        task_names,
+        task_names: registered_names(shared),
         limit,
         lease: plan.lease,
     }
@@ -222,19 +228,8 @@ async fn claim(shared: &Shared, plan: &Plan, limit: usize) -> Result<ClaimBatch,
 async fn run_loop(shared: Shared, mut plan: Plan, mut stop: watch::Receiver<bool>) {
     let queue = shared.defaults.queue.clone();
     // Schedules and retention on a task of their own, stopped with the loop (or aborted with it).
-    let maintenance_plan = std::mem::replace(
-        &mut plan.maintenance,
-        MaintenancePlan {
-            schedules: None,
-            retention: None,
-            depth: None,
-            served: None,
-        },
-    );
-    let maintenance_plan = MaintenancePlan {
-        served: (!shared.registry.is_empty()).then(|| claim_request(&shared, &plan, 0).task_names),
-        ..maintenance_plan
-    };
+    let mut maintenance_plan = std::mem::take(&mut plan.maintenance);
+    maintenance_plan.served = (!shared.registry.is_empty()).then(|| registered_names(&shared));
     let maintenance = AbortOnDrop(tokio::spawn(
         maintenance::run(
             Arc::clone(&shared.store),
