@@ -2,16 +2,18 @@
 //! pool's connections and the listener's.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::Socket;
+use durable_postgres::{DriverError, Notification};
+use tokio::sync::mpsc;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, Socket};
 
-use crate::listener::{Signals, listen_loop};
+use crate::driver::{NativeListener, pg_error};
 
 /// How long getting a connection from a pool made here may take.
 const POOL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,12 +23,14 @@ pub(crate) trait Connector: Send + Sync + 'static {
     /// A pool manager that connects with this connector.
     fn manager(&self, config: tokio_postgres::Config) -> Manager;
 
-    /// The listener loop (see [`listen_loop`]) on connections made with this connector.
+    /// A connection made with this connector that ran `listen` (the `LISTEN` statements),
+    /// within `timeout`.
     fn listen(
         &self,
         config: tokio_postgres::Config,
-        signals: Arc<Signals>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+        listen: String,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<NativeListener, DriverError>> + Send>>;
 }
 
 /// A connector of type `T` (`NoTls`, or a TLS connector such as `postgres-native-tls`'s or
@@ -50,17 +54,58 @@ where
     fn listen(
         &self,
         config: tokio_postgres::Config,
-        signals: Arc<Signals>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(listen_loop(config, self.0.clone(), signals))
+        listen: String,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<NativeListener, DriverError>> + Send>> {
+        let tls = self.0.clone();
+        Box::pin(async move {
+            let (client, mut connection) = tokio::time::timeout(timeout, config.connect(tls))
+                .await
+                .map_err(|_| DriverError::TimedOut(timeout))?
+                .map_err(pg_error)?;
+            let (sender, notifications) = mpsc::unbounded_channel();
+            // Drives the connection (the client's queries included) and forwards its
+            // notifications; ends with the connection, which ends when the client is dropped.
+            tokio::spawn(async move {
+                loop {
+                    let ended = match poll_fn(|cx| connection.poll_message(cx)).await {
+                        Some(Ok(AsyncMessage::Notification(notification))) => sender
+                            .send(Ok(Notification {
+                                channel: notification.channel().to_owned(),
+                                payload: notification.payload().to_owned(),
+                            }))
+                            .is_err(),
+                        Some(Ok(_)) => false, // a notice
+                        Some(Err(error)) => {
+                            let _ = sender.send(Err(pg_error(error)));
+                            true
+                        }
+                        None => true,
+                    };
+                    if ended {
+                        break;
+                    }
+                }
+            });
+            tokio::time::timeout(timeout, client.batch_execute(&listen))
+                .await
+                .map_err(|_| DriverError::TimedOut(timeout))?
+                .map_err(pg_error)?;
+            Ok(NativeListener {
+                client,
+                notifications,
+            })
+        })
     }
 }
 
-/// A connector shared by the builder and the store.
+/// The TLS connector the [`NativeDriver`](crate::NativeDriver) makes its connections with, its
+/// type erased: none by default, or the one given to
+/// [`DurableBuilder::tls`](durable_postgres::DurableBuilder::tls).
 #[derive(Clone)]
-pub(crate) struct SharedConnector(pub(crate) Arc<dyn Connector>);
+pub struct TlsConnector(pub(crate) Arc<dyn Connector>);
 
-impl SharedConnector {
+impl TlsConnector {
     pub(crate) fn new<T>(tls: T) -> Self
     where
         T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -68,7 +113,7 @@ impl SharedConnector {
         T::TlsConnect: Send + Sync,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        SharedConnector(Arc::new(Tls(tls)))
+        TlsConnector(Arc::new(Tls(tls)))
     }
 
     pub(crate) fn no_tls() -> Self {
@@ -91,7 +136,14 @@ impl SharedConnector {
     }
 }
 
-impl fmt::Debug for SharedConnector {
+impl Default for TlsConnector {
+    /// No TLS.
+    fn default() -> Self {
+        Self::no_tls()
+    }
+}
+
+impl fmt::Debug for TlsConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("TlsConnector")
     }

@@ -1,11 +1,16 @@
-//! The migration protocol of `durable-postgres-sql`, on tokio-postgres.
+//! The migration protocol of `durable-postgres` on one tokio-postgres connection.
 
 use deadpool_postgres::{Object, Pool};
 use durable_core::StoreError;
-use durable_postgres_sql::{MIGRATION_LOCK_KEY, MIGRATIONS, migrate as protocol};
+use durable_postgres::{Driver, DriverError, MigrationConnection, Param};
 use tokio_postgres::{Client, NoTls};
 
-use crate::error::{Ctx, STORE, map_pg, map_pool};
+use crate::driver::{NativeDriver, NativeRow, pg_error, pool_error, rows};
+use crate::executor::private::Sealed;
+
+fn backend(error: DriverError) -> StoreError {
+    StoreError::backend(NativeDriver::NAME, error)
+}
 
 /// Applies the schema migrations of `durable` that the database lacks.
 ///
@@ -21,7 +26,7 @@ use crate::error::{Ctx, STORE, map_pg, map_pool};
 /// # Ok(()) }
 /// ```
 pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(map_pool)?;
+    let mut client = pool.get().await.map_err(|e| backend(pool_error(e)))?;
     let result = migrate_connection(&mut client).await;
     if result.is_err() {
         // The session lock may still be held: close the connection instead of pooling it.
@@ -41,14 +46,14 @@ pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
 pub async fn migrate_url(url: &str) -> Result<(), StoreError> {
     let (mut client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .map_err(|e| map_pg(e, Ctx::None))?;
+        .map_err(|e| backend(pg_error(e)))?;
     let driver = tokio::spawn(connection);
     let result = migrate_connection(&mut client).await;
     drop(client);
     match driver.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::debug!(%error, "closing the migration connection failed"),
-        Err(error) => return Err(StoreError::backend(STORE, error)),
+        Err(error) => return Err(StoreError::backend(NativeDriver::NAME, error)),
     }
     result
 }
@@ -56,51 +61,26 @@ pub async fn migrate_url(url: &str) -> Result<(), StoreError> {
 /// [`migrate`] on one connection: locks, applies what is missing, unlocks. A
 /// [`deadpool_postgres::Object`] dereferences to the [`Client`] this takes.
 pub async fn migrate_connection(client: &mut Client) -> Result<(), StoreError> {
-    let map = |e| map_pg(e, Ctx::None);
-    client
-        .execute(protocol::LOCK, &[&MIGRATION_LOCK_KEY])
-        .await
-        .map_err(map)?;
-    let applied = apply_missing(client).await;
-    let unlocked = client
-        .execute(protocol::UNLOCK, &[&MIGRATION_LOCK_KEY])
-        .await
-        .map_err(map);
-    applied?;
-    unlocked?;
-    Ok(())
+    durable_postgres::migrate::run(&mut Migrating(client)).await
 }
 
-async fn apply_missing(client: &mut Client) -> Result<(), StoreError> {
-    let map = |e| map_pg(e, Ctx::None);
-    // `batch_execute` uses the simple query protocol: several statements in one text.
-    client
-        .batch_execute(protocol::BOOTSTRAP)
-        .await
-        .map_err(map)?;
-    let applied = client
-        .query(protocol::APPLIED_VERSIONS, &[])
-        .await
-        .map_err(map)?
-        .iter()
-        .map(|row| row.try_get::<_, i64>("version"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(map)?;
-    for migration in MIGRATIONS {
-        if applied.contains(&migration.version) {
-            continue;
-        }
-        let tx = client.transaction().await.map_err(map)?;
-        tx.batch_execute(migration.sql).await.map_err(map)?;
-        tx.execute(protocol::RECORD, &[&migration.version, &migration.name])
-            .await
-            .map_err(map)?;
-        tx.commit().await.map_err(map)?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied durable migration"
-        );
+/// A connection the migration protocol runs on.
+struct Migrating<'c>(&'c mut Client);
+
+impl MigrationConnection for Migrating<'_> {
+    type Driver = NativeDriver;
+
+    async fn query(
+        &mut self,
+        statement: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<NativeRow>, DriverError> {
+        let found = self.0.run(statement, params).await.map_err(pg_error)?;
+        Ok(rows(found))
     }
-    Ok(())
+
+    async fn batch(&mut self, script: &str) -> Result<(), DriverError> {
+        // `batch_execute` uses the simple query protocol: several statements in one text.
+        self.0.batch_execute(script).await.map_err(pg_error)
+    }
 }

@@ -1,10 +1,10 @@
-//! The migration protocol of `durable-postgres-sql`, on sqlx.
+//! The migration protocol of `durable-postgres` on one sqlx connection.
 
 use durable_core::StoreError;
-use durable_postgres_sql::{MIGRATION_LOCK_KEY, MIGRATIONS, migrate as protocol};
+use durable_postgres::{Driver, DriverError, MigrationConnection, Param};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
-use crate::error::{Ctx, map_sqlx};
+use crate::driver::{SqlxDriver, SqlxRow, bind, driver_error, rows};
 
 /// Applies the schema migrations of `durable` that the database lacks.
 ///
@@ -20,7 +20,10 @@ use crate::error::{Ctx, map_sqlx};
 /// # Ok(()) }
 /// ```
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    let mut connection = pool.acquire().await.map_err(|e| map_sqlx(e, Ctx::None))?;
+    let mut connection = pool
+        .acquire()
+        .await
+        .map_err(|e| StoreError::backend(SqlxDriver::NAME, driver_error(e)))?;
     let result = migrate_connection(&mut connection).await;
     if result.is_err() {
         // The session lock may still be held: close the connection instead of pooling it.
@@ -42,7 +45,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 pub async fn migrate_url(url: &str) -> Result<(), StoreError> {
     let mut connection = PgConnection::connect(url)
         .await
-        .map_err(|e| map_sqlx(e, Ctx::None))?;
+        .map_err(|e| StoreError::backend(SqlxDriver::NAME, driver_error(e)))?;
     let result = migrate_connection(&mut connection).await;
     if let Err(error) = connection.close().await {
         tracing::debug!(%error, "closing the migration connection failed");
@@ -52,50 +55,30 @@ pub async fn migrate_url(url: &str) -> Result<(), StoreError> {
 
 /// [`migrate`] on one connection: locks, applies what is missing, unlocks.
 pub async fn migrate_connection(connection: &mut PgConnection) -> Result<(), StoreError> {
-    let map = |e| map_sqlx(e, Ctx::None);
-    sqlx::query(protocol::LOCK)
-        .bind(MIGRATION_LOCK_KEY)
-        .execute(&mut *connection)
-        .await
-        .map_err(map)?;
-    let applied = apply_missing(connection).await;
-    let unlocked = sqlx::query(protocol::UNLOCK)
-        .bind(MIGRATION_LOCK_KEY)
-        .execute(&mut *connection)
-        .await
-        .map_err(map);
-    applied?;
-    unlocked?;
-    Ok(())
+    durable_postgres::migrate::run(&mut Migrating(connection)).await
 }
 
-async fn apply_missing(connection: &mut PgConnection) -> Result<(), StoreError> {
-    let map = |e| map_sqlx(e, Ctx::None);
-    // Scripts go through `Executor::execute` on a plain string: the simple query protocol
-    // (several statements), with a future that is provably `Send` (`RawSql::execute`'s is not).
-    connection.execute(protocol::BOOTSTRAP).await.map_err(map)?;
-    let applied: Vec<i64> = sqlx::query_scalar(protocol::APPLIED_VERSIONS)
-        .fetch_all(&mut *connection)
-        .await
-        .map_err(map)?;
-    for migration in MIGRATIONS {
-        if applied.contains(&migration.version) {
-            continue;
-        }
-        let mut tx = connection.begin().await.map_err(map)?;
-        tx.execute(migration.sql).await.map_err(map)?;
-        sqlx::query(protocol::RECORD)
-            .bind(migration.version)
-            .bind(migration.name)
-            .execute(&mut *tx)
+/// A connection the migration protocol runs on.
+struct Migrating<'c>(&'c mut PgConnection);
+
+impl MigrationConnection for Migrating<'_> {
+    type Driver = SqlxDriver;
+
+    async fn query(
+        &mut self,
+        statement: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<SqlxRow>, DriverError> {
+        let found = bind(statement, params)
+            .fetch_all(&mut *self.0)
             .await
-            .map_err(map)?;
-        tx.commit().await.map_err(map)?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied durable migration"
-        );
+            .map_err(driver_error)?;
+        Ok(rows(found))
     }
-    Ok(())
+
+    async fn batch(&mut self, script: &str) -> Result<(), DriverError> {
+        // `Executor::execute` on a plain string: the simple query protocol (several
+        // statements), with a future that is provably `Send` (`RawSql::execute`'s is not).
+        self.0.execute(script).await.map(drop).map_err(driver_error)
+    }
 }

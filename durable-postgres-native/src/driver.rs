@@ -1,0 +1,389 @@
+//! [`NativeDriver`]: the primitives of [`PgStore`](durable_postgres::PgStore) on a
+//! `deadpool_postgres::Pool` of tokio-postgres connections.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Object, Pool, PoolError};
+use durable_core::{BoxError, StoreError};
+use durable_postgres::{
+    BoxFuture, Connect, DatabaseError, Driver, DriverError, Listener, Notification, Param, Row,
+    RunsOn, UsesTls,
+};
+use tokio::sync::mpsc;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::{Client, Socket};
+use uuid::Uuid;
+
+use crate::connect::TlsConnector;
+use crate::executor::Executor;
+use crate::executor::private::Sealed;
+
+/// TCP keepalive idle time of the listener connection, so that a silently dropped connection
+/// is noticed (and made again) within about a minute rather than hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
+/// The driver of `durable`'s PostgreSQL store on a [`deadpool_postgres::Pool`] of tokio-postgres
+/// connections: each statement is prepared once per connection (the pool's statement cache).
+///
+/// A deadpool pool drives its connections itself and drops their notifications, and does not
+/// reveal its settings: to listen for wake-ups, the driver makes a connection of its own from
+/// the [`tokio_postgres::Config`] it is given ([`NativeDriver::new`], [`NativeDriver::with_tls`]).
+/// A driver made from a pool alone (`From<Pool>`) serves poll-only stores
+/// ([`PgStore::poll_only`](durable_postgres::PgStore::poll_only)).
+#[derive(Debug, Clone)]
+pub struct NativeDriver {
+    pool: Pool,
+    /// How to make the listening connection; `None`: the driver cannot listen.
+    listen: Option<ListenSettings>,
+}
+
+#[derive(Debug, Clone)]
+struct ListenSettings {
+    config: tokio_postgres::Config,
+    connector: TlsConnector,
+}
+
+impl NativeDriver {
+    /// The driver on `pool`, listening on a connection made from `config` without TLS.
+    /// `config` is normally the one the pool was made from.
+    pub fn new(pool: Pool, config: tokio_postgres::Config) -> Self {
+        Self::with_connector(pool, config, TlsConnector::no_tls())
+    }
+
+    /// The driver on `pool`, listening on a connection made from `config` with the TLS
+    /// connector `tls` (for example `postgres-native-tls`'s or `tokio-postgres-rustls`'s
+    /// `MakeTlsConnector`, the one the pool's manager was given).
+    pub fn with_tls<T>(pool: Pool, config: tokio_postgres::Config, tls: T) -> Self
+    where
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + Sync,
+        T::TlsConnect: Send + Sync,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        Self::with_connector(pool, config, TlsConnector::new(tls))
+    }
+
+    pub(crate) fn with_connector(
+        pool: Pool,
+        mut config: tokio_postgres::Config,
+        connector: TlsConnector,
+    ) -> Self {
+        if config.get_keepalives_idle() > KEEPALIVE_IDLE {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        NativeDriver {
+            pool,
+            listen: Some(ListenSettings { config, connector }),
+        }
+    }
+}
+
+impl From<Pool> for NativeDriver {
+    /// A driver without the settings to listen: for poll-only stores.
+    fn from(pool: Pool) -> Self {
+        NativeDriver { pool, listen: None }
+    }
+}
+
+/// A row of a result.
+#[derive(Debug)]
+pub struct NativeRow(tokio_postgres::Row);
+
+/// The rows of a result, as the driver hands them out.
+pub(crate) fn rows(rows: Vec<tokio_postgres::Row>) -> Vec<NativeRow> {
+    rows.into_iter().map(NativeRow).collect()
+}
+
+/// A parameter as tokio-postgres takes it, with the type its variant names.
+pub(crate) fn to_sql<'a>(param: &'a Param<'a>) -> (&'a (dyn ToSql + Sync), Type) {
+    match param {
+        Param::Text(v) => (v, Type::TEXT),
+        Param::Uuid(v) => (v, Type::UUID),
+        Param::Int4(v) => (v, Type::INT4),
+        Param::Int8(v) => (v, Type::INT8),
+        Param::Bool(v) => (v, Type::BOOL),
+        Param::Timestamptz(v) => (v, Type::TIMESTAMPTZ),
+        Param::Jsonb(v) => (v, Type::JSONB),
+        Param::TextArray(v) => (v, Type::TEXT_ARRAY),
+        Param::UuidArray(v) => (v, Type::UUID_ARRAY),
+        Param::Int4Array(v) => (v, Type::INT4_ARRAY),
+        Param::Int8Array(v) => (v, Type::INT8_ARRAY),
+        Param::JsonbArray(v) => (v, Type::JSONB_ARRAY),
+    }
+}
+
+/// A tokio-postgres error, reported as the driver reports errors.
+pub(crate) fn pg_error(error: tokio_postgres::Error) -> DriverError {
+    match error.as_db_error() {
+        Some(db) => DriverError::Database(DatabaseError {
+            code: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+            detail: db.detail().map(str::to_owned),
+            source: Box::new(error),
+        }),
+        None => DriverError::Other(Box::new(error)),
+    }
+}
+
+/// A failure to get a connection from the pool.
+pub(crate) fn pool_error(error: PoolError) -> DriverError {
+    match error {
+        PoolError::Backend(error) => pg_error(error),
+        other => DriverError::Other(Box::new(other)),
+    }
+}
+
+impl Driver for NativeDriver {
+    const NAME: &'static str = "postgres-native";
+    type Row = NativeRow;
+    type Listener = NativeListener;
+
+    async fn query(
+        &self,
+        statement: &str,
+        params: &[Param<'_>],
+        timeout: Duration,
+    ) -> Result<Vec<NativeRow>, DriverError> {
+        let client = tokio::time::timeout(timeout, self.pool.get())
+            .await
+            .map_err(|_| DriverError::TimedOut(timeout))?
+            .map_err(pool_error)?;
+        match tokio::time::timeout(timeout, client.run(statement, params)).await {
+            Ok(Ok(found)) => Ok(rows(found)),
+            Ok(Err(error)) => {
+                // The answer to a ping means the server has rolled the statement back: the
+                // caller's next call never finds rows still locked by this one.
+                match tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(ping)) => {
+                        tracing::debug!(error = %ping, "connection unusable after an error");
+                    }
+                    Err(_) => drop(Object::take(client)),
+                }
+                Err(pg_error(error))
+            }
+            Err(_) => {
+                // The connection is in an unknown state: take it out of the pool.
+                drop(Object::take(client));
+                Err(DriverError::TimedOut(timeout))
+            }
+        }
+    }
+
+    async fn listen(
+        &self,
+        channels: &[&str],
+        timeout: Duration,
+    ) -> Result<NativeListener, DriverError> {
+        let Some(settings) = &self.listen else {
+            return Err(DriverError::Other(
+                "this driver was made from a pool alone and has no connection settings to \
+                 LISTEN with: make it with NativeDriver::new(pool, config)"
+                    .into(),
+            ));
+        };
+        settings
+            .connector
+            .0
+            .listen(settings.config.clone(), listen_statement(channels), timeout)
+            .await
+    }
+}
+
+impl Connect for NativeDriver {
+    type Pool = Pool;
+    type Config = tokio_postgres::Config;
+    /// The TLS connector: none unless [`DurableBuilder::tls`](crate::DurableBuilder) gives one.
+    type Options = TlsConnector;
+
+    fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn parse_url(url: &str) -> Result<tokio_postgres::Config, BoxError> {
+        Ok(url.parse()?)
+    }
+
+    async fn connect(
+        config: tokio_postgres::Config,
+        connector: &TlsConnector,
+        max_connections: u32,
+    ) -> Result<Self, DriverError> {
+        let max = usize::try_from(max_connections).unwrap_or(usize::MAX);
+        let pool = connector
+            .pool(config.clone(), max)
+            .map_err(|e| DriverError::Other(Box::new(e)))?;
+        // Fail here when the database does not answer.
+        drop(pool.get().await.map_err(pool_error)?);
+        Ok(Self::with_connector(pool, config, connector.clone()))
+    }
+
+    /// Without `config`, the driver cannot listen: a pool does not reveal its settings.
+    fn from_pool(
+        pool: Pool,
+        config: Option<tokio_postgres::Config>,
+        connector: &TlsConnector,
+    ) -> Self {
+        match config {
+            Some(config) => Self::with_connector(pool, config, connector.clone()),
+            None => NativeDriver::from(pool),
+        }
+    }
+
+    fn can_listen(&self) -> bool {
+        self.listen.is_some()
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        crate::migrate(&self.pool).await
+    }
+}
+
+/// Any TLS connector of tokio-postgres (`postgres-native-tls`'s or `tokio-postgres-rustls`'s
+/// `MakeTlsConnector`...), for the pool the builder makes and for the `LISTEN` connection.
+impl<T> UsesTls<T> for NativeDriver
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync,
+    T::TlsConnect: Send + Sync,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn use_tls(connector: &mut TlsConnector, tls: T) {
+        *connector = TlsConnector::new(tls);
+    }
+}
+
+/// A tokio-postgres or deadpool client or transaction ([`Executor`]), by reference.
+impl<'c, C: Executor + ?Sized> RunsOn<'c, &'c C> for NativeDriver {
+    fn run_on<'a>(
+        executor: &'c C,
+        statement: &'a str,
+        params: &'a [Param<'a>],
+    ) -> BoxFuture<'a, Result<Vec<NativeRow>, DriverError>>
+    where
+        'c: 'a,
+    {
+        Box::pin(async move {
+            let found = executor.run(statement, params).await;
+            found.map(rows).map_err(pg_error)
+        })
+    }
+}
+
+/// `LISTEN "a"; LISTEN "b";`: the channels quoted as identifiers.
+fn listen_statement(channels: &[&str]) -> String {
+    channels
+        .iter()
+        .map(|channel| format!("LISTEN \"{}\";", channel.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The listening connection of [`NativeDriver::listen`]: a task drives the connection and
+/// forwards its notifications; the connection closes when this is dropped.
+#[derive(Debug)]
+pub struct NativeListener {
+    pub(crate) client: Client,
+    pub(crate) notifications: mpsc::UnboundedReceiver<Result<Notification, DriverError>>,
+}
+
+impl Listener for NativeListener {
+    async fn next(&mut self) -> Result<Notification, DriverError> {
+        match self.notifications.recv().await {
+            Some(received) => received,
+            None => Err(DriverError::Other(
+                "the listener connection was closed".into(),
+            )),
+        }
+    }
+
+    async fn ping(&mut self) -> Result<(), DriverError> {
+        self.client
+            .simple_query("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(pg_error)
+    }
+}
+
+impl NativeRow {
+    fn column<'r, T: FromSql<'r>>(&'r self, column: &str) -> Result<Option<T>, BoxError> {
+        Ok(self.0.try_get::<_, Option<T>>(column)?)
+    }
+}
+
+impl Row for NativeRow {
+    fn text(&self, column: &str) -> Result<Option<&str>, BoxError> {
+        self.column(column)
+    }
+
+    fn uuid(&self, column: &str) -> Result<Option<Uuid>, BoxError> {
+        self.column(column)
+    }
+
+    fn int4(&self, column: &str) -> Result<Option<i32>, BoxError> {
+        self.column(column)
+    }
+
+    fn int8(&self, column: &str) -> Result<Option<i64>, BoxError> {
+        self.column(column)
+    }
+
+    fn boolean(&self, column: &str) -> Result<Option<bool>, BoxError> {
+        self.column(column)
+    }
+
+    fn timestamptz(&self, column: &str) -> Result<Option<DateTime<Utc>>, BoxError> {
+        self.column(column)
+    }
+
+    fn json(&self, column: &str) -> Result<Option<&str>, BoxError> {
+        Ok(self.column::<RawJson<'_>>(column)?.map(|raw| raw.0))
+    }
+}
+
+/// The text of a `json` or `jsonb` value, not parsed.
+struct RawJson<'a>(&'a str);
+
+impl<'a> FromSql<'a> for RawJson<'a> {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        let text = if *ty == Type::JSONB {
+            // jsonb's binary form: a version byte, then the text.
+            match raw.split_first() {
+                Some((1, text)) => text,
+                _ => return Err("unknown jsonb format version".into()),
+            }
+        } else {
+            raw
+        };
+        Ok(RawJson(std::str::from_utf8(text)?))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_statement_quotes_the_channels() {
+        assert_eq!(
+            listen_statement(&["durable", "a\"b"]),
+            "LISTEN \"durable\"; LISTEN \"a\"\"b\";"
+        );
+    }
+
+    #[test]
+    fn raw_json_reads_both_forms_and_refuses_an_unknown_version() {
+        let jsonb = RawJson::from_sql(&Type::JSONB, b"\x01{\"a\":1}").map(|r| r.0.to_owned());
+        assert_eq!(jsonb.ok().as_deref(), Some("{\"a\":1}"));
+        let json = RawJson::from_sql(&Type::JSON, b"[1]").map(|r| r.0.to_owned());
+        assert_eq!(json.ok().as_deref(), Some("[1]"));
+        assert!(RawJson::from_sql(&Type::JSONB, b"\x02{}").is_err());
+    }
+}

@@ -1,0 +1,322 @@
+//! [`SqlxDriver`]: the primitives of [`PgStore`](durable_postgres::PgStore) on a
+//! `sqlx::PgPool`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use durable_core::{BoxError, StoreError};
+use durable_postgres::{
+    BoxFuture, Connect, DatabaseError, Driver, DriverError, Listener, Notification, Param, Row,
+    RunsOn,
+};
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgDatabaseError, PgListener, PgPoolOptions, PgRow, PgTypeInfo,
+    PgValueFormat, PgValueRef,
+};
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{Connection, Decode, Executor, PgPool, Postgres, Row as _, Type, ValueRef};
+use uuid::Uuid;
+
+/// The driver of `durable`'s PostgreSQL store on a [`sqlx::PgPool`]: each statement is
+/// prepared once per connection (sqlx's statement cache) and runs on a connection of the pool.
+///
+/// Most applications never name it: [`SqlxStore`](crate::SqlxStore) is
+/// `PgStore<SqlxDriver>`, and `SqlxStore::new(pool)` makes the driver from the pool.
+#[derive(Debug, Clone)]
+pub struct SqlxDriver {
+    pool: PgPool,
+}
+
+impl SqlxDriver {
+    /// The driver on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        SqlxDriver { pool }
+    }
+}
+
+impl From<PgPool> for SqlxDriver {
+    fn from(pool: PgPool) -> Self {
+        SqlxDriver::new(pool)
+    }
+}
+
+/// A row of a result.
+#[derive(Debug)]
+pub struct SqlxRow(PgRow);
+
+/// Binds `params` to `statement`, each with the type its variant names.
+pub(crate) fn bind<'q>(
+    statement: &'q str,
+    params: &'q [Param<'q>],
+) -> Query<'q, Postgres, PgArguments> {
+    params
+        .iter()
+        .fold(sqlx::query(statement), |query, param| match param {
+            Param::Text(v) => query.bind(*v),
+            Param::Uuid(v) => query.bind(*v),
+            Param::Int4(v) => query.bind(*v),
+            Param::Int8(v) => query.bind(*v),
+            Param::Bool(v) => query.bind(*v),
+            Param::Timestamptz(v) => query.bind(*v),
+            Param::Jsonb(v) => query.bind(v.map(Json)),
+            Param::TextArray(v) => query.bind(v),
+            Param::UuidArray(v) => query.bind(v),
+            Param::Int4Array(v) => query.bind(v),
+            Param::Int8Array(v) => query.bind(v),
+            Param::JsonbArray(v) => query.bind(v.iter().map(|v| v.map(Json)).collect::<Vec<_>>()),
+        })
+}
+
+/// The rows of a result, as the driver hands them out.
+pub(crate) fn rows(rows: Vec<PgRow>) -> Vec<SqlxRow> {
+    rows.into_iter().map(SqlxRow).collect()
+}
+
+/// A sqlx error, reported as the driver reports errors.
+pub(crate) fn driver_error(error: sqlx::Error) -> DriverError {
+    match error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|code| code.into_owned()).unwrap_or_default();
+            let message = db.message().to_owned();
+            let detail = db
+                .try_downcast_ref::<PgDatabaseError>()
+                .and_then(PgDatabaseError::detail)
+                .map(str::to_owned);
+            DriverError::Database(DatabaseError {
+                code,
+                message,
+                detail,
+                source: Box::new(sqlx::Error::Database(db)),
+            })
+        }
+        sqlx::Error::Encode(source) => DriverError::Encode(source),
+        other => DriverError::Other(Box::new(other)),
+    }
+}
+
+impl Driver for SqlxDriver {
+    const NAME: &'static str = "postgres-sqlx";
+    type Row = SqlxRow;
+    type Listener = SqlxListener;
+
+    async fn query(
+        &self,
+        statement: &str,
+        params: &[Param<'_>],
+        timeout: Duration,
+    ) -> Result<Vec<SqlxRow>, DriverError> {
+        // Acquiring may ping an idle connection: bounded too.
+        let mut connection = tokio::time::timeout(timeout, self.pool.acquire())
+            .await
+            .map_err(|_| DriverError::TimedOut(timeout))?
+            .map_err(driver_error)?;
+        match tokio::time::timeout(timeout, bind(statement, params).fetch_all(&mut *connection))
+            .await
+        {
+            Ok(Ok(found)) => Ok(rows(found)),
+            Ok(Err(error)) => {
+                // Reading the answer to a ping means the server has rolled the statement back:
+                // the caller's next call never finds rows still locked by this one.
+                match tokio::time::timeout(timeout, connection.ping()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(ping)) => {
+                        tracing::debug!(error = %ping, "connection unusable after an error");
+                    }
+                    Err(_) => drop(connection.detach()),
+                }
+                Err(driver_error(error))
+            }
+            Err(_) => {
+                // The connection is in an unknown state: close it, freeing its slot.
+                drop(connection.detach());
+                Err(DriverError::TimedOut(timeout))
+            }
+        }
+    }
+
+    async fn listen(
+        &self,
+        channels: &[&str],
+        timeout: Duration,
+    ) -> Result<SqlxListener, DriverError> {
+        // A pool of its own, of one connection, so the listener never takes a slot of the
+        // application's pool.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(timeout)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let connect = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.ignore_pool_close_event(true);
+            listener.listen_all(channels.iter().copied()).await?;
+            Ok(listener)
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(listener)) => Ok(SqlxListener { listener }),
+            Ok(Err(error)) => Err(driver_error(error)),
+            Err(_) => Err(DriverError::TimedOut(timeout)),
+        }
+    }
+}
+
+impl Connect for SqlxDriver {
+    type Pool = PgPool;
+    type Config = PgConnectOptions;
+    type Options = ();
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn parse_url(url: &str) -> Result<PgConnectOptions, BoxError> {
+        Ok(url.parse()?)
+    }
+
+    async fn connect(
+        config: PgConnectOptions,
+        _options: &(),
+        max_connections: u32,
+    ) -> Result<Self, DriverError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(config)
+            .await
+            .map_err(driver_error)?;
+        Ok(SqlxDriver::new(pool))
+    }
+
+    /// The listening connection is made with the pool's own settings: `config` is not needed.
+    fn from_pool(pool: PgPool, _config: Option<PgConnectOptions>, _options: &()) -> Self {
+        SqlxDriver::new(pool)
+    }
+
+    fn can_listen(&self) -> bool {
+        true
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        crate::migrate(&self.pool).await
+    }
+}
+
+/// Any sqlx executor of PostgreSQL: `&mut *tx` for a transaction, `&pool`, `&mut connection`.
+impl<'c, E> RunsOn<'c, E> for SqlxDriver
+where
+    E: Executor<'c, Database = Postgres>,
+{
+    fn run_on<'a>(
+        executor: E,
+        statement: &'a str,
+        params: &'a [Param<'a>],
+    ) -> BoxFuture<'a, Result<Vec<SqlxRow>, DriverError>>
+    where
+        E: 'a,
+    {
+        Box::pin(async move {
+            let found = bind(statement, params).fetch_all(executor).await;
+            found.map(rows).map_err(driver_error)
+        })
+    }
+}
+
+/// The listening connection of [`SqlxDriver::listen`].
+#[derive(Debug)]
+pub struct SqlxListener {
+    listener: PgListener,
+}
+
+impl Listener for SqlxListener {
+    async fn next(&mut self) -> Result<Notification, DriverError> {
+        match self.listener.try_recv().await {
+            Ok(Some(notification)) => Ok(Notification {
+                channel: notification.channel().to_owned(),
+                payload: notification.payload().to_owned(),
+            }),
+            // sqlx would connect again by itself; the caller does, with its backoff.
+            Ok(None) => Err(DriverError::Other(
+                "the listener connection was lost".into(),
+            )),
+            Err(error) => Err(driver_error(error)),
+        }
+    }
+
+    async fn ping(&mut self) -> Result<(), DriverError> {
+        sqlx::query("SELECT 1")
+            .execute(&mut self.listener)
+            .await
+            .map(drop)
+            .map_err(driver_error)
+    }
+}
+
+impl SqlxRow {
+    fn column<'r, T>(&'r self, column: &str) -> Result<Option<T>, BoxError>
+    where
+        T: Decode<'r, Postgres> + Type<Postgres>,
+    {
+        Ok(self.0.try_get::<Option<T>, _>(column)?)
+    }
+}
+
+impl Row for SqlxRow {
+    fn text(&self, column: &str) -> Result<Option<&str>, BoxError> {
+        self.column(column)
+    }
+
+    fn uuid(&self, column: &str) -> Result<Option<Uuid>, BoxError> {
+        self.column(column)
+    }
+
+    fn int4(&self, column: &str) -> Result<Option<i32>, BoxError> {
+        self.column(column)
+    }
+
+    fn int8(&self, column: &str) -> Result<Option<i64>, BoxError> {
+        self.column(column)
+    }
+
+    fn boolean(&self, column: &str) -> Result<Option<bool>, BoxError> {
+        self.column(column)
+    }
+
+    fn timestamptz(&self, column: &str) -> Result<Option<DateTime<Utc>>, BoxError> {
+        self.column(column)
+    }
+
+    fn json(&self, column: &str) -> Result<Option<&str>, BoxError> {
+        Ok(self.column::<RawJson<'_>>(column)?.map(|raw| raw.0))
+    }
+}
+
+/// The text of a `json` or `jsonb` value, not parsed.
+struct RawJson<'r>(&'r str);
+
+impl Type<Postgres> for RawJson<'_> {
+    fn type_info() -> PgTypeInfo {
+        <Json<()> as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <Json<()> as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for RawJson<'r> {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        let jsonb = *value.type_info() == <Json<()> as Type<Postgres>>::type_info();
+        let mut bytes = value.as_bytes()?;
+        if jsonb && value.format() == PgValueFormat::Binary {
+            // jsonb's binary form: a version byte, then the text.
+            match bytes.split_first() {
+                Some((1, text)) => bytes = text,
+                _ => return Err("unknown jsonb format version".into()),
+            }
+        }
+        Ok(RawJson(std::str::from_utf8(bytes)?))
+    }
+}

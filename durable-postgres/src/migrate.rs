@@ -1,0 +1,82 @@
+//! The migration protocol of `durable-postgres-sql`, run once for every driver on a
+//! [`MigrationConnection`] it supplies.
+
+use durable_core::StoreError;
+use durable_postgres_sql::{MIGRATION_LOCK_KEY, MIGRATIONS, Migration, migrate as protocol};
+
+use crate::decode::read;
+use crate::driver::{Driver, DriverError, MigrationConnection, Param};
+use crate::error::{Ctx, store_error};
+
+/// Applies the migrations of `durable` that the database lacks, on `connection`.
+///
+/// Safe when several processes start at once: they take turns on an advisory lock
+/// ([`MIGRATION_LOCK_KEY`]), and each migration is applied in its own transaction together with
+/// its row in `durable.schema_migrations`. Applying them again changes nothing. Versions the
+/// database has but this release does not know (a newer release migrated it) are left alone.
+///
+/// If this fails, the lock may still be held by the connection's session: close the connection
+/// rather than return it to a pool.
+pub async fn run<C: MigrationConnection>(connection: &mut C) -> Result<(), StoreError> {
+    let error = |e| store_error(C::Driver::NAME, e, Ctx::None);
+    connection
+        .query(protocol::LOCK, &[Param::Int8(Some(MIGRATION_LOCK_KEY))])
+        .await
+        .map_err(error)?;
+    let applied = apply_missing(connection).await;
+    let unlocked = connection
+        .query(protocol::UNLOCK, &[Param::Int8(Some(MIGRATION_LOCK_KEY))])
+        .await
+        .map_err(error);
+    applied?;
+    unlocked?;
+    Ok(())
+}
+
+async fn apply_missing<C: MigrationConnection>(connection: &mut C) -> Result<(), StoreError> {
+    let error = |e| store_error(C::Driver::NAME, e, Ctx::None);
+    connection.batch(protocol::BOOTSTRAP).await.map_err(error)?;
+    let applied = connection
+        .query(protocol::APPLIED_VERSIONS, &[])
+        .await
+        .map_err(error)?
+        .iter()
+        .map(|row| read::<C::Driver>(row).get::<i64>("version"))
+        .collect::<Result<Vec<_>, _>>()?;
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        if let Err(failed) = apply(connection, migration).await {
+            if let Err(error) = connection.batch("ROLLBACK").await {
+                tracing::debug!(%error, "rolling back a failed migration failed");
+            }
+            return Err(error(failed));
+        }
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied durable migration"
+        );
+    }
+    Ok(())
+}
+
+/// Applies one migration and records it, in one transaction.
+async fn apply<C: MigrationConnection>(
+    connection: &mut C,
+    migration: &Migration,
+) -> Result<(), DriverError> {
+    connection.batch("BEGIN").await?;
+    connection.batch(migration.sql).await?;
+    connection
+        .query(
+            protocol::RECORD,
+            &[
+                Param::Int8(Some(migration.version)),
+                Param::Text(Some(migration.name)),
+            ],
+        )
+        .await?;
+    connection.batch("COMMIT").await
+}
