@@ -1,173 +1,21 @@
 //! The client: [`Durable`] spawns tasks, emits events, cancels and inspects, and starts workers.
 
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::defaults::ClientDefaults;
 use crate::error::{DurableError, DurableResult};
 use crate::model::{SpawnResult, TaskPollResult};
 use crate::options::{CancellationPolicy, RetryStrategy, SpawnOptions, WorkerOptions};
 use crate::policy;
+use crate::registry::SharedRegistry;
 use crate::store::{NewTask, Store};
-use crate::task::{ErasedTask, Registered, Task};
+use crate::task::{Task, params_value};
 use crate::telemetry;
 use crate::worker::{self, Worker};
-
-/// The defaults a client applies to every spawn, its own and its tasks' subtasks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClientDefaults {
-    /// The client's queue.
-    pub queue: String,
-    /// Attempts a task gets when its spawn does not say. Default 5.
-    pub max_attempts: u32,
-    /// Retry strategy when a spawn does not say. Default: [`RetryStrategy::default`].
-    pub retry_strategy: RetryStrategy,
-    /// Cancellation policy when a spawn does not say. Default: none.
-    pub cancellation: CancellationPolicy,
-    /// The largest JSON value stored for a task, in bytes of serialized JSON: its params, its
-    /// headers, each step's result, its output, and every event payload it or the client emits.
-    /// A larger value is refused with a clear error (an invalid-input error for the client; a
-    /// failure without retry for a task). Strings holding the NUL character, which
-    /// PostgreSQL cannot store, are refused the same way. Default
-    /// [`policy::DEFAULT_MAX_PAYLOAD_BYTES`] (4 MiB).
-    pub max_payload_bytes: usize,
-}
-
-impl Default for ClientDefaults {
-    fn default() -> Self {
-        ClientDefaults {
-            queue: "default".to_owned(),
-            max_attempts: 5,
-            retry_strategy: RetryStrategy::default(),
-            cancellation: CancellationPolicy::default(),
-            max_payload_bytes: policy::DEFAULT_MAX_PAYLOAD_BYTES,
-        }
-    }
-}
-
-impl ClientDefaults {
-    /// Checks a value about to be stored against [`ClientDefaults::max_payload_bytes`] (and for
-    /// NUL characters); `what` names it in the message.
-    pub fn check_payload(&self, what: &str, value: &Value) -> Result<(), String> {
-        policy::check_payload(what, value, self.max_payload_bytes)
-    }
-
-    /// Builds the store's view of a spawn: validates names and options and applies defaults.
-    /// With the `telemetry` feature, also writes the current trace context into the headers
-    /// (see [`telemetry::TRACE_HEADER`]).
-    pub fn new_task(
-        &self,
-        default_queue: &str,
-        task_name: &str,
-        params: Value,
-        options: SpawnOptions,
-    ) -> DurableResult<NewTask> {
-        let queue = options.queue.unwrap_or_else(|| default_queue.to_owned());
-        policy::validate_queue_name(&queue).map_err(|r| DurableError::invalid("queue name", r))?;
-        policy::validate_name("task", task_name)
-            .map_err(|r| DurableError::invalid("task name", r))?;
-        let max_attempts = options.max_attempts.unwrap_or(self.max_attempts);
-        if max_attempts == 0 {
-            return Err(DurableError::invalid("max_attempts", "must be at least 1"));
-        }
-        let retry_strategy = options
-            .retry_strategy
-            .unwrap_or_else(|| self.retry_strategy.clone());
-        validate_retry_strategy(&retry_strategy)?;
-        let cancellation = options
-            .cancellation
-            .unwrap_or_else(|| self.cancellation.clone());
-        for limit in [cancellation.max_pending_time, cancellation.max_running_time]
-            .into_iter()
-            .flatten()
-        {
-            policy::checked_duration("cancellation limit", limit)
-                .map_err(|r| DurableError::invalid("cancellation policy", r))?;
-        }
-        if let Some(delay) = options.delay {
-            policy::checked_duration("spawn delay", delay)
-                .map_err(|r| DurableError::invalid("delay", r))?;
-        }
-        if let Some(key) = &options.idempotency_key {
-            policy::validate_name("idempotency key", key)
-                .map_err(|r| DurableError::invalid("idempotency key", r))?;
-        }
-        self.check_payload(&format!("params of task `{task_name}`"), &params)
-            .map_err(|r| DurableError::invalid("params", r))?;
-        let mut headers = options.headers;
-        telemetry::inject_trace_context(&mut headers);
-        if !headers.is_empty() {
-            let headers =
-                serde_json::to_value(&headers).map_err(|source| DurableError::Serialization {
-                    what: format!("headers of task `{task_name}`"),
-                    source,
-                })?;
-            self.check_payload(&format!("headers of task `{task_name}`"), &headers)
-                .map_err(|r| DurableError::invalid("headers", r))?;
-        }
-        Ok(NewTask {
-            queue,
-            task_name: task_name.to_owned(),
-            params,
-            headers,
-            max_attempts,
-            retry_strategy,
-            cancellation,
-            idempotency_key: options.idempotency_key,
-            parent_task_id: None,
-            delay: options.delay,
-        })
-    }
-}
-
-/// The params of a task as JSON, checked to read back as `T::Params`: serde_json writes a NaN
-/// or infinite float as `null`, which a worker could then not read (the task would fail only
-/// when it runs).
-pub(crate) fn params_value<T: Task>(params: &T::Params) -> DurableResult<Value> {
-    let value = serde_json::to_value(params).map_err(|source| DurableError::Serialization {
-        what: format!("params of task `{}`", T::NAME),
-        source,
-    })?;
-    if let Err(source) = <T::Params as serde::Deserialize>::deserialize(&value) {
-        return Err(DurableError::Serialization {
-            what: format!(
-                "params of task `{}` (they do not read back from their JSON; a NaN or infinite \
-                 float becomes null)",
-                T::NAME
-            ),
-            source,
-        });
-    }
-    Ok(value)
-}
-
-fn validate_retry_strategy(strategy: &RetryStrategy) -> DurableResult<()> {
-    let bad = |r: String| DurableError::invalid("retry strategy", r);
-    match strategy {
-        RetryStrategy::None => Ok(()),
-        RetryStrategy::Fixed { base_delay } => {
-            policy::checked_duration("base_delay", *base_delay).map_err(bad)?;
-            Ok(())
-        }
-        RetryStrategy::Exponential {
-            base_delay,
-            factor,
-            max_backoff,
-        } => {
-            policy::checked_duration("base_delay", *base_delay).map_err(bad)?;
-            policy::checked_duration("max_backoff", *max_backoff).map_err(bad)?;
-            if !factor.is_finite() || *factor < 1.0 {
-                return Err(bad(format!(
-                    "factor {factor} must be a finite number >= 1.0"
-                )));
-            }
-            Ok(())
-        }
-    }
-}
 
 /// Configures a [`Durable`] client over any [`Store`]. The PostgreSQL adapters wrap it in a
 /// builder that also takes a database URL or pool.
@@ -229,32 +77,22 @@ impl DurableBuilder {
         store: Arc<S>,
     ) -> DurableResult<Durable<S>> {
         let defaults = self.defaults;
-        policy::validate_queue_name(&defaults.queue)
-            .map_err(|r| DurableError::invalid("queue name", r))?;
-        if defaults.max_attempts == 0 {
-            return Err(DurableError::invalid(
-                "default_max_attempts",
-                "must be at least 1",
-            ));
-        }
-        validate_retry_strategy(&defaults.retry_strategy)?;
+        defaults.validate()?;
         store.ensure_queue(&defaults.queue).await?;
         Ok(Durable {
             inner: Arc::new(ClientInner {
                 store,
                 defaults: Arc::new(defaults),
-                registry: RwLock::new(HashMap::new()),
+                registry: SharedRegistry::default(),
             }),
         })
     }
 }
 
-pub(crate) type Registry = HashMap<&'static str, Arc<dyn ErasedTask>>;
-
 pub(crate) struct ClientInner<S> {
     pub(crate) store: Arc<S>,
     pub(crate) defaults: Arc<ClientDefaults>,
-    pub(crate) registry: RwLock<Registry>,
+    pub(crate) registry: SharedRegistry,
 }
 
 /// The client of `durable`: spawns tasks, emits events, cancels, inspects, and starts workers.
@@ -304,32 +142,12 @@ impl<S: Store> Durable<S> {
     /// Registers task type `T` so this client's workers run it and `spawn_by_name` accepts its
     /// name. Registering a name again replaces the earlier registration.
     pub async fn register<T: Task>(&self) {
-        let mut registry = self
-            .inner
-            .registry
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if registry
-            .insert(T::NAME, Arc::new(Registered::<T>::new()))
-            .is_some()
-        {
-            tracing::debug!(
-                task = T::NAME,
-                "task registered again; the new registration wins"
-            );
-        }
+        self.inner.registry.register::<T>();
     }
 
     /// The names of the registered tasks.
     pub fn registered_tasks(&self) -> Vec<String> {
-        let registry = self
-            .inner
-            .registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut names: Vec<String> = registry.keys().map(|name| (*name).to_owned()).collect();
-        names.sort();
-        names
+        self.inner.registry.names()
     }
 
     /// Spawns task `T` with default options.
@@ -445,22 +263,11 @@ impl<S: Store> Durable<S> {
         params: Value,
         options: SpawnOptions,
     ) -> DurableResult<NewTask> {
-        let task = {
-            let registry = self
-                .inner
-                .registry
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            registry.get(task_name).cloned()
-        };
-        let task = task.ok_or_else(|| DurableError::UnknownTask {
-            name: task_name.to_owned(),
-        })?;
-        task.check_params(&params)
-            .map_err(|source| DurableError::InvalidParams {
-                task: task_name.to_owned(),
-                source,
-            })?;
+        if !self.inner.registry.check_params(task_name, &params)? {
+            return Err(DurableError::UnknownTask {
+                name: task_name.to_owned(),
+            });
+        }
         self.inner
             .defaults
             .new_task(&self.inner.defaults.queue, task_name, params, options)
@@ -551,18 +358,10 @@ impl<S: Store> Durable<S> {
 
     fn worker_shared(&self) -> worker::Shared {
         let store: Arc<dyn Store> = self.inner.store.clone();
-        let registry = {
-            let registry = self
-                .inner
-                .registry
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            registry.clone()
-        };
         worker::Shared {
             store,
             defaults: Arc::clone(&self.inner.defaults),
-            registry: Arc::new(registry),
+            registry: Arc::new(self.inner.registry.snapshot()),
         }
     }
 

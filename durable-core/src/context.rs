@@ -11,7 +11,7 @@ use serde_json::Value;
 use tracing::{Instrument, Span};
 use uuid::Uuid;
 
-use crate::client::ClientDefaults;
+use crate::defaults::ClientDefaults;
 use crate::error::{ControlFlow, TaskError, TaskResult};
 use crate::model::{AwaitCheckpoint, ChildOutcome, SleepCheckpoint, TaskStatus};
 use crate::options::SpawnOptions;
@@ -19,7 +19,7 @@ use crate::policy;
 use crate::store::{
     AwaitOutcome, ClaimedRun, RunRef, SleepOutcome, Store, WakeAt, child_event_name,
 };
-use crate::task::{Task, TaskHandle};
+use crate::task::{Task, TaskHandle, params_value};
 use crate::telemetry::{self, Stopwatch, TaskLabel};
 
 /// The context of one run of a task: its identity and the durable calls.
@@ -252,7 +252,7 @@ impl TaskContext {
                 self.run.queue
             )));
         }
-        let params = crate::client::params_value::<T>(&params)
+        let params = params_value::<T>(&params)
             .map_err(|e| TaskError::permanent(format!("subtask `{name}`: {e}")))?;
         let idempotency_key = options
             .idempotency_key

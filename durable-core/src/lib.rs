@@ -9,21 +9,24 @@ mod client;
 mod completer;
 mod context;
 pub mod cron;
+mod defaults;
 mod error;
 mod maintenance;
 pub mod model;
 mod operations;
 mod options;
 pub mod policy;
+mod registry;
 pub mod store;
 mod task;
 pub mod telemetry;
 mod worker;
 
 pub use async_trait::async_trait;
-pub use client::{ClientDefaults, Durable, DurableBuilder};
+pub use client::{Durable, DurableBuilder};
 pub use context::TaskContext;
 pub use cron::{CronError, CronSchedule};
+pub use defaults::ClientDefaults;
 pub use error::{
     BoxError, ControlFlow, DurableError, DurableResult, NonRetryable, StoreError, TaskError,
     TaskResult,

@@ -1,7 +1,6 @@
 //! Client operations for running `durable` in production: schedules, retention and waiting for
 //! a task's result from outside it.
 
-use std::sync::PoisonError;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -9,7 +8,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::client::{Durable, params_value};
+use crate::client::Durable;
 use crate::cron::CronSchedule;
 use crate::error::{DurableError, DurableResult, StoreError};
 use crate::maintenance::{self, ScheduleTick};
@@ -17,7 +16,7 @@ use crate::model::TaskStatus;
 use crate::options::SpawnOptions;
 use crate::policy;
 use crate::store::{PurgeOutcome, ScheduleRecord, ScheduleSpec, Store};
-use crate::task::Task;
+use crate::task::{Task, params_value};
 
 /// The batch size of [`Durable::purge_finished`].
 const PURGE_BATCH: usize = 1_000;
@@ -75,21 +74,8 @@ impl<S: Store> Durable<S> {
         params: Value,
         options: SpawnOptions,
     ) -> DurableResult<bool> {
-        let registered = {
-            let registry = self
-                .inner
-                .registry
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            registry.get(task_name).cloned()
-        };
-        if let Some(task) = registered {
-            task.check_params(&params)
-                .map_err(|source| DurableError::InvalidParams {
-                    task: task_name.to_owned(),
-                    source,
-                })?;
-        }
+        // An unregistered name is taken as is.
+        self.inner.registry.check_params(task_name, &params)?;
         let spec = self.schedule_spec(name, cron, task_name, params, options)?;
         Ok(self.store().upsert_schedule(spec).await?)
     }

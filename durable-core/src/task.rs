@@ -1,8 +1,6 @@
-//! The [`Task`] trait and its type-erased form kept in a client's registry.
+//! The [`Task`] trait, the [`TaskHandle`] of a subtask, and a task's params as checked JSON.
 
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 
 use async_trait::async_trait;
 use serde::{Deserialize as _, Serialize, de::DeserializeOwned};
@@ -10,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::context::TaskContext;
-use crate::error::{TaskError, TaskResult};
+use crate::error::{DurableError, DurableResult, TaskResult};
 
 /// A kind of durable task.
 ///
@@ -80,55 +78,23 @@ impl<T> Clone for TaskHandle<T> {
 
 impl<T> Copy for TaskHandle<T> {}
 
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// Why an erased task could not produce JSON output.
-pub(crate) enum ErasedFailure {
-    /// The params did not deserialize.
-    InvalidParams(serde_json::Error),
-    /// The output did not serialize, did not read back, or is too large.
-    InvalidOutput(String),
-    /// The task returned an error.
-    Task(TaskError),
-}
-
-/// A registered task with its types erased to JSON.
-pub(crate) trait ErasedTask: Send + Sync + 'static {
-    fn run(&self, params: Value, ctx: TaskContext) -> BoxFuture<Result<Value, ErasedFailure>>;
-    fn check_params(&self, params: &Value) -> Result<(), serde_json::Error>;
-}
-
-pub(crate) struct Registered<T>(PhantomData<fn() -> T>);
-
-impl<T> Registered<T> {
-    pub(crate) fn new() -> Self {
-        Registered(PhantomData)
+/// The params of a task as JSON, checked to read back as `T::Params`: serde_json writes a NaN
+/// or infinite float as `null`, which a worker could then not read (the task would fail only
+/// when it runs).
+pub(crate) fn params_value<T: Task>(params: &T::Params) -> DurableResult<Value> {
+    let value = serde_json::to_value(params).map_err(|source| DurableError::Serialization {
+        what: format!("params of task `{}`", T::NAME),
+        source,
+    })?;
+    if let Err(source) = T::Params::deserialize(&value) {
+        return Err(DurableError::Serialization {
+            what: format!(
+                "params of task `{}` (they do not read back from their JSON; a NaN or infinite \
+                 float becomes null)",
+                T::NAME
+            ),
+            source,
+        });
     }
-}
-
-impl<T: Task> ErasedTask for Registered<T> {
-    fn run(&self, params: Value, ctx: TaskContext) -> BoxFuture<Result<Value, ErasedFailure>> {
-        Box::pin(async move {
-            let params: T::Params =
-                serde_json::from_value(params).map_err(ErasedFailure::InvalidParams)?;
-            let defaults = ctx.defaults();
-            let output = T::run(params, ctx).await.map_err(ErasedFailure::Task)?;
-            let value = serde_json::to_value(output)
-                .map_err(|e| ErasedFailure::InvalidOutput(e.to_string()))?;
-            // A joining parent reads it back as a `T::Output`: a NaN becomes null and would fail.
-            if let Err(e) = T::Output::deserialize(&value) {
-                return Err(ErasedFailure::InvalidOutput(format!(
-                    "it does not read back from its JSON (a NaN or infinite float becomes null): {e}"
-                )));
-            }
-            defaults
-                .check_payload("the output", &value)
-                .map_err(ErasedFailure::InvalidOutput)?;
-            Ok(value)
-        })
-    }
-
-    fn check_params(&self, params: &Value) -> Result<(), serde_json::Error> {
-        T::Params::deserialize(params).map(drop)
-    }
+    Ok(value)
 }

@@ -15,16 +15,16 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::client::{ClientDefaults, Registry};
 use crate::completer::Completer;
 use crate::context::TaskContext;
+use crate::defaults::ClientDefaults;
 use crate::error::{ControlFlow, DurableError, DurableResult, StoreError, TaskError};
 use crate::maintenance::{self, MaintenancePlan, RetentionPlan};
 use crate::model::{FailureKind, TaskErrorInfo};
 use crate::options::WorkerOptions;
 use crate::policy;
+use crate::registry::{ErasedFailure, Registry};
 use crate::store::{ClaimBatch, ClaimRequest, ClaimedRun, RunRef, Store};
-use crate::task::ErasedFailure;
 use crate::telemetry::{self, Stopwatch, TaskLabel};
 
 /// What a worker shares with the client that started it.
@@ -200,18 +200,11 @@ pub(crate) fn start(shared: Shared, options: WorkerOptions) -> Worker {
     }
 }
 
-/// The names of the tasks the worker serves, sorted.
-fn registered_names(shared: &Shared) -> Vec<String> {
-    let mut names: Vec<String> = shared.registry.keys().map(|n| (*n).to_owned()).collect();
-    names.sort();
-    names
-}
-
 fn claim_request(shared: &Shared, plan: &Plan, limit: usize) -> ClaimRequest {
     ClaimRequest {
         queue: shared.defaults.queue.clone(),
         worker_id: plan.id.clone(),
-        task_names: registered_names(shared),
+        task_names: shared.registry.names(),
         limit,
         lease: plan.lease,
     }
@@ -229,7 +222,7 @@ async fn run_loop(shared: Shared, mut plan: Plan, mut stop: watch::Receiver<bool
     let queue = shared.defaults.queue.clone();
     // Schedules and retention on a task of their own, stopped with the loop (or aborted with it).
     let mut maintenance_plan = std::mem::take(&mut plan.maintenance);
-    maintenance_plan.served = (!shared.registry.is_empty()).then(|| registered_names(&shared));
+    maintenance_plan.served = (!shared.registry.is_empty()).then(|| shared.registry.names());
     let maintenance = AbortOnDrop(tokio::spawn(
         maintenance::run(
             Arc::clone(&shared.store),
@@ -449,7 +442,7 @@ async fn execute_run(
         }
         return RunEnd::Other;
     }
-    let Some(task) = shared.registry.get(claimed.task_name.as_str()).cloned() else {
+    let Some(task) = shared.registry.get(&claimed.task_name) else {
         // Claims only ask for registered names, so this cannot happen; the lease expires and a
         // worker that knows the task takes it.
         tracing::error!("claimed a task this worker has not registered");

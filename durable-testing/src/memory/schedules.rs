@@ -1,85 +1,20 @@
-//! Retention and schedules of [`MemoryStore`](super::MemoryStore), with the semantics of the
-//! PostgreSQL stores' `purge_finished`, `upsert_schedule`, `due_schedules` and
-//! `advance_schedule`.
+//! Schedules, with the semantics of the PostgreSQL stores' `upsert_schedule`,
+//! `due_schedules` and `advance_schedule`: a fired tick spawns its task under an idempotency
+//! key of the schedule and the tick, in the same step as the schedule moves on.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use durable_core::StoreError;
 use durable_core::store::{
-    DueSchedules, NewTask, PurgeOutcome, ScheduleAdvance, ScheduleRecord, ScheduleSpec,
-    child_event_name, schedule_task_key,
+    DueSchedules, NewTask, ScheduleAdvance, ScheduleRecord, ScheduleSpec, schedule_task_key,
 };
 use serde_json::Value;
-use uuid::Uuid;
 
-use super::State;
-use super::batch::check_spawn;
+use super::spawn::check_spawn;
+use super::state::State;
 
 impl State {
-    /// One retention batch: see `Store::purge_finished`.
-    pub(super) fn purge(
-        &mut self,
-        queue: &str,
-        cutoff: DateTime<Utc>,
-        limit: usize,
-    ) -> PurgeOutcome {
-        let mut ended: Vec<(DateTime<Utc>, Uuid)> = self
-            .tasks
-            .iter()
-            .filter(|(_, row)| {
-                row.queue == queue
-                    && row.state.is_terminal()
-                    && row.finished_at.is_some_and(|at| at <= cutoff)
-                    && row
-                        .parent_task_id
-                        .is_none_or(|parent| !self.tasks.contains_key(&parent))
-            })
-            .filter_map(|(id, row)| row.finished_at.map(|at| (at, *id)))
-            .collect();
-        ended.sort();
-        ended.truncate(limit);
-        let mut outcome = PurgeOutcome {
-            more: ended.len() >= limit,
-            ..PurgeOutcome::default()
-        };
-        for (_, task_id) in &ended {
-            self.tasks.remove(task_id);
-            self.checkpoints.remove(task_id);
-            outcome.tasks += 1;
-            let key = (queue.to_owned(), child_event_name(*task_id));
-            if self.events.remove(&key).is_some() {
-                outcome.events += 1;
-            }
-            self.event_times.remove(&key);
-        }
-        if !ended.is_empty() {
-            self.waits
-                .retain(|(task_id, _), _| self.tasks.contains_key(task_id));
-            let tasks = &self.tasks;
-            self.idempotency
-                .retain(|_, task_id| tasks.contains_key(task_id));
-        }
-        let mut old_events: Vec<(DateTime<Utc>, (String, String))> = self
-            .event_times
-            .iter()
-            .filter(|((q, name), at)| {
-                q == queue
-                    && **at <= cutoff
-                    && !name.starts_with(durable_core::store::CHILD_EVENT_PREFIX)
-            })
-            .map(|(key, at)| (*at, key.clone()))
-            .collect();
-        old_events.sort();
-        old_events.truncate(limit);
-        outcome.more |= old_events.len() >= limit;
-        for (_, key) in old_events {
-            self.event_times.remove(&key);
-            if self.events.remove(&key).is_some() {
-                outcome.events += 1;
-            }
-        }
-        outcome
-    }
-
+    /// `Store::upsert_schedule`: returns whether the schedule is new. An existing schedule
+    /// takes the new spec and is unarmed, so its next tick is computed again.
     pub(super) fn upsert_schedule(&mut self, spec: ScheduleSpec, now: DateTime<Utc>) -> bool {
         self.queues.insert(spec.queue.clone());
         let key = (spec.queue.clone(), spec.name.clone());
@@ -107,6 +42,23 @@ impl State {
         }
     }
 
+    /// `Store::list_schedules`: the schedules of `queue`, or of every queue.
+    pub(super) fn list_schedules(&self, queue: Option<&str>) -> Vec<ScheduleRecord> {
+        self.schedules
+            .values()
+            .filter(|record| queue.is_none_or(|q| record.spec.queue == q))
+            .cloned()
+            .collect()
+    }
+
+    /// `Store::delete_schedule`: returns whether there was one.
+    pub(super) fn delete_schedule(&mut self, queue: &str, name: &str) -> bool {
+        self.schedules
+            .remove(&(queue.to_owned(), name.to_owned()))
+            .is_some()
+    }
+
+    /// `Store::due_schedules`: unarmed and due schedules of `queue`, and when the next one is.
     pub(super) fn due_schedules(
         &self,
         queue: &str,
@@ -136,6 +88,8 @@ impl State {
         }
     }
 
+    /// `Store::advance_schedule`: moves a schedule still at `expected` to `next`, spawning the
+    /// tick's task if `fire`.
     pub(super) fn advance_schedule(
         &mut self,
         queue: &str,

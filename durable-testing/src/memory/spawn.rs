@@ -1,16 +1,13 @@
-//! The spawn and completion steps shared by the single and batch operations of
-//! [`MemoryStore`]: a batch is the same steps under one lock, so it is atomic like the
-//! PostgreSQL stores' one statement.
+//! Spawning tasks, one or a batch: the batch is the same steps under the one lock, so it is
+//! atomic like the PostgreSQL stores' one statement.
 
 use chrono::{DateTime, Utc};
-use durable_core::model::ChildOutcome;
 use durable_core::policy;
-use durable_core::store::{NewTask, RunCompletion, RunRef};
+use durable_core::store::NewTask;
 use durable_core::{SpawnResult, StoreError, TaskStatus};
-use serde_json::Value;
 use uuid::Uuid;
 
-use super::{MemoryStore, State, TaskRow, after};
+use super::state::{State, TaskRow, after};
 
 /// A spawn whose input has been checked: it cannot fail any more.
 pub(super) struct CheckedSpawn {
@@ -36,9 +33,42 @@ pub(super) fn check_spawn(task: NewTask, now: DateTime<Utc>) -> Result<CheckedSp
 }
 
 impl State {
+    /// `Store::spawn`: creates the task, or returns the task that holds its idempotency key.
+    pub(super) fn spawn(
+        &mut self,
+        spawn: CheckedSpawn,
+        now: DateTime<Utc>,
+    ) -> Result<SpawnResult, StoreError> {
+        self.check_parent(&spawn)?;
+        Ok(self.insert_task(spawn, now))
+    }
+
+    /// `Store::spawn_many`: every spawn and every parent is checked before anything is
+    /// created. Returns the results in order and the queues spawned into, each once.
+    pub(super) fn spawn_many(
+        &mut self,
+        spawns: Vec<CheckedSpawn>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<SpawnResult>, Vec<String>), StoreError> {
+        for spawn in &spawns {
+            self.check_parent(spawn)?;
+        }
+        let mut queues: Vec<String> = Vec::new();
+        let results = spawns
+            .into_iter()
+            .map(|spawn| {
+                if !queues.contains(&spawn.task.queue) {
+                    queues.push(spawn.task.queue.clone());
+                }
+                self.insert_task(spawn, now)
+            })
+            .collect();
+        Ok((results, queues))
+    }
+
     /// Refuses a subtask whose parent does not exist or has ended: it would never be
     /// cancelled with its parent, nor joined.
-    pub(super) fn check_parent(&self, spawn: &CheckedSpawn) -> Result<(), StoreError> {
+    fn check_parent(&self, spawn: &CheckedSpawn) -> Result<(), StoreError> {
         if let Some(parent) = spawn.task.parent_task_id {
             let parent_state = self.tasks.get(&parent).map(|row| row.state);
             if parent_state.is_none_or(TaskStatus::is_terminal) {
@@ -107,83 +137,5 @@ impl State {
             attempt: 1,
             created: true,
         }
-    }
-
-    /// Fenced: completes the task of `run` and tells its parent. Returns whether a parent
-    /// was told (its queue then has work to announce).
-    pub(super) fn complete(
-        &mut self,
-        run: &RunRef,
-        output: Value,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let row = self.owned(run, now)?;
-        row.state = TaskStatus::Completed;
-        row.claimed_by = None;
-        row.lease_expires_at = None;
-        if row.parent_task_id.is_none() {
-            row.output = Some(output);
-            row.finished_at = Some(now);
-            self.finish.bump_and_forget(&run.task_id.to_string());
-            return Ok(false);
-        }
-        row.output = Some(output.clone());
-        self.on_terminal(run.task_id, ChildOutcome::Completed { output }, now);
-        Ok(true)
-    }
-}
-
-impl MemoryStore {
-    /// [`Store::spawn_many`](durable_core::Store::spawn_many): every input is checked before
-    /// anything is created, then all are created under one lock.
-    pub(super) fn spawn_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<SpawnResult>, StoreError> {
-        let now = self.now();
-        let checked = tasks
-            .into_iter()
-            .map(|task| check_spawn(task, now))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut queues: Vec<String> = Vec::new();
-        let results = {
-            let mut state = self.lock();
-            for spawn in &checked {
-                state.check_parent(spawn)?;
-            }
-            checked
-                .into_iter()
-                .map(|spawn| {
-                    if !queues.contains(&spawn.task.queue) {
-                        queues.push(spawn.task.queue.clone());
-                    }
-                    state.insert_task(spawn, now)
-                })
-                .collect()
-        };
-        for queue in queues {
-            self.notify(&queue);
-        }
-        Ok(results)
-    }
-
-    /// [`Store::complete_runs`](durable_core::Store::complete_runs): one result per run, all
-    /// under one lock.
-    pub(super) fn complete_batch(&self, runs: Vec<RunCompletion>) -> Vec<Result<(), StoreError>> {
-        let now = self.now();
-        let mut woken: Vec<String> = Vec::new();
-        let results = {
-            let mut state = self.lock();
-            runs.into_iter()
-                .map(|completion| {
-                    let told = state.complete(&completion.run, completion.output, now)?;
-                    if told && !woken.contains(&completion.run.queue) {
-                        woken.push(completion.run.queue);
-                    }
-                    Ok(())
-                })
-                .collect()
-        };
-        for queue in woken {
-            self.notify(&queue);
-        }
-        results
     }
 }
