@@ -3,22 +3,19 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool, PoolError};
-use durable_core::{BoxError, StoreError};
+use durable_core::BoxError;
 use durable_postgres::{
-    BoxFuture, Connect, DatabaseError, Driver, DriverError, Listener, Notification, Param, Row,
-    RunsOn, UsesTls,
+    BoxFuture, Connect, Connection, DatabaseError, Decodes, Driver, DriverError, Listener,
+    Notification, Param, Row, RunsOn, UsesTls,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Client, Socket};
-use uuid::Uuid;
 
 use crate::connect::TlsConnector;
 use crate::executor::Executor;
-use crate::executor::private::Sealed;
 
 /// TCP keepalive idle time of the listener connection, so that a silently dropped connection
 /// is noticed (and made again) within about a minute rather than hours.
@@ -138,38 +135,12 @@ pub(crate) fn pool_error(error: PoolError) -> DriverError {
 impl Driver for NativeDriver {
     const NAME: &'static str = "postgres-native";
     type Row = NativeRow;
+    type Connection = NativeConnection<'static>;
     type Listener = NativeListener;
 
-    async fn query(
-        &self,
-        statement: &str,
-        params: &[Param<'_>],
-        timeout: Duration,
-    ) -> Result<Vec<NativeRow>, DriverError> {
-        let client = tokio::time::timeout(timeout, self.pool.get())
-            .await
-            .map_err(|_| DriverError::TimedOut(timeout))?
-            .map_err(pool_error)?;
-        match tokio::time::timeout(timeout, client.run(statement, params)).await {
-            Ok(Ok(found)) => Ok(rows(found)),
-            Ok(Err(error)) => {
-                // The answer to a ping means the server has rolled the statement back: the
-                // caller's next call never finds rows still locked by this one.
-                match tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(ping)) => {
-                        tracing::debug!(error = %ping, "connection unusable after an error");
-                    }
-                    Err(_) => drop(Object::take(client)),
-                }
-                Err(pg_error(error))
-            }
-            Err(_) => {
-                // The connection is in an unknown state: take it out of the pool.
-                drop(Object::take(client));
-                Err(DriverError::TimedOut(timeout))
-            }
-        }
+    async fn acquire(&self) -> Result<NativeConnection<'static>, DriverError> {
+        let object = self.pool.get().await.map_err(pool_error)?;
+        Ok(NativeConnection(Held::Pooled(object)))
     }
 
     async fn listen(
@@ -189,6 +160,58 @@ impl Driver for NativeDriver {
             .0
             .listen(settings.config.clone(), listen_statement(channels), timeout)
             .await
+    }
+}
+
+/// A connection: of the pool (statements prepared once per connection), or the application's
+/// (`migrate_connection`; statements sent with their types).
+#[derive(Debug)]
+pub struct NativeConnection<'c>(Held<'c>);
+
+// A connection of the pool is the common case, taken for every call: not boxed.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Held<'c> {
+    Pooled(Object),
+    Borrowed(&'c Client),
+}
+
+impl<'c> NativeConnection<'c> {
+    /// The application's connection.
+    pub(crate) fn borrowed(client: &'c Client) -> Self {
+        NativeConnection(Held::Borrowed(client))
+    }
+
+    fn client(&self) -> &Client {
+        match &self.0 {
+            Held::Pooled(object) => object,
+            Held::Borrowed(client) => client,
+        }
+    }
+}
+
+impl Connection for NativeConnection<'_> {
+    type Row = NativeRow;
+
+    async fn query(
+        &mut self,
+        statement: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<NativeRow>, DriverError> {
+        match &self.0 {
+            Held::Pooled(object) => NativeDriver::run_on(object, statement, params).await,
+            Held::Borrowed(client) => NativeDriver::run_on(*client, statement, params).await,
+        }
+    }
+
+    async fn batch(&mut self, script: &str) -> Result<(), DriverError> {
+        self.client().batch_execute(script).await.map_err(pg_error)
+    }
+
+    fn discard(self) {
+        if let Held::Pooled(object) = self.0 {
+            drop(Object::take(object));
+        }
     }
 }
 
@@ -234,10 +257,6 @@ impl Connect for NativeDriver {
 
     fn can_listen(&self) -> bool {
         self.listen.is_some()
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        crate::migrate(&self.pool).await
     }
 }
 
@@ -308,39 +327,16 @@ impl Listener for NativeListener {
     }
 }
 
-impl NativeRow {
-    fn column<'r, T: FromSql<'r>>(&'r self, column: &str) -> Result<Option<T>, BoxError> {
+/// Every type tokio-postgres decodes.
+impl<'r, T: FromSql<'r>> Decodes<'r, T> for NativeRow {
+    fn decode(&'r self, column: &str) -> Result<Option<T>, BoxError> {
         Ok(self.0.try_get::<_, Option<T>>(column)?)
     }
 }
 
 impl Row for NativeRow {
-    fn text(&self, column: &str) -> Result<Option<&str>, BoxError> {
-        self.column(column)
-    }
-
-    fn uuid(&self, column: &str) -> Result<Option<Uuid>, BoxError> {
-        self.column(column)
-    }
-
-    fn int4(&self, column: &str) -> Result<Option<i32>, BoxError> {
-        self.column(column)
-    }
-
-    fn int8(&self, column: &str) -> Result<Option<i64>, BoxError> {
-        self.column(column)
-    }
-
-    fn boolean(&self, column: &str) -> Result<Option<bool>, BoxError> {
-        self.column(column)
-    }
-
-    fn timestamptz(&self, column: &str) -> Result<Option<DateTime<Utc>>, BoxError> {
-        self.column(column)
-    }
-
     fn json(&self, column: &str) -> Result<Option<&str>, BoxError> {
-        Ok(self.column::<RawJson<'_>>(column)?.map(|raw| raw.0))
+        Ok(self.decode(column)?.map(|raw: RawJson<'_>| raw.0))
     }
 }
 

@@ -62,7 +62,7 @@ mod migrate;
 
 pub use connect::TlsConnector;
 pub use deadpool_postgres;
-pub use driver::{NativeDriver, NativeListener, NativeRow};
+pub use driver::{NativeConnection, NativeDriver, NativeListener, NativeRow};
 pub use durable_postgres::{DATABASE_URL_ENV, DEFAULT_CALL_TIMEOUT, PgStore};
 pub use executor::Executor;
 pub use migrate::{migrate, migrate_connection, migrate_url};

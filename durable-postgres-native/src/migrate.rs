@@ -1,16 +1,11 @@
 //! The migration protocol of `durable-postgres` on one tokio-postgres connection.
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Pool;
 use durable_core::StoreError;
-use durable_postgres::{Driver, DriverError, MigrationConnection, Param};
+use durable_postgres::{Connect, Driver};
 use tokio_postgres::{Client, NoTls};
 
-use crate::driver::{NativeDriver, NativeRow, pg_error, pool_error, rows};
-use crate::executor::private::Sealed;
-
-fn backend(error: DriverError) -> StoreError {
-    StoreError::backend(NativeDriver::NAME, error)
-}
+use crate::driver::{NativeConnection, NativeDriver, pg_error};
 
 /// Applies the schema migrations of `durable` that the database lacks.
 ///
@@ -26,13 +21,7 @@ fn backend(error: DriverError) -> StoreError {
 /// # Ok(()) }
 /// ```
 pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(|e| backend(pool_error(e)))?;
-    let result = migrate_connection(&mut client).await;
-    if result.is_err() {
-        // The session lock may still be held: close the connection instead of pooling it.
-        drop(Object::take(client));
-    }
-    result
+    NativeDriver::from(pool.clone()).migrate().await
 }
 
 /// [`migrate`] on a database given by URL, over one connection without TLS that is closed
@@ -46,7 +35,7 @@ pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
 pub async fn migrate_url(url: &str) -> Result<(), StoreError> {
     let (mut client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .map_err(|e| backend(pg_error(e)))?;
+        .map_err(|e| StoreError::backend(NativeDriver::NAME, pg_error(e)))?;
     let driver = tokio::spawn(connection);
     let result = migrate_connection(&mut client).await;
     drop(client);
@@ -61,26 +50,6 @@ pub async fn migrate_url(url: &str) -> Result<(), StoreError> {
 /// [`migrate`] on one connection: locks, applies what is missing, unlocks. A
 /// [`deadpool_postgres::Object`] dereferences to the [`Client`] this takes.
 pub async fn migrate_connection(client: &mut Client) -> Result<(), StoreError> {
-    durable_postgres::migrate::run(&mut Migrating(client)).await
-}
-
-/// A connection the migration protocol runs on.
-struct Migrating<'c>(&'c mut Client);
-
-impl MigrationConnection for Migrating<'_> {
-    type Driver = NativeDriver;
-
-    async fn query(
-        &mut self,
-        statement: &str,
-        params: &[Param<'_>],
-    ) -> Result<Vec<NativeRow>, DriverError> {
-        let found = self.0.run(statement, params).await.map_err(pg_error)?;
-        Ok(rows(found))
-    }
-
-    async fn batch(&mut self, script: &str) -> Result<(), DriverError> {
-        // `batch_execute` uses the simple query protocol: several statements in one text.
-        self.0.batch_execute(script).await.map_err(pg_error)
-    }
+    let mut connection = NativeConnection::borrowed(client);
+    durable_postgres::migrate::run::<NativeDriver, _>(&mut connection).await
 }

@@ -3,21 +3,20 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use durable_core::{BoxError, StoreError};
+use durable_core::BoxError;
 use durable_postgres::{
-    BoxFuture, Connect, DatabaseError, Driver, DriverError, Listener, Notification, Param, Row,
-    RunsOn,
+    BoxFuture, Connect, Connection, DatabaseError, Decodes, Driver, DriverError, Listener,
+    Notification, Param, Row, RunsOn,
 };
 use sqlx::error::BoxDynError;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgDatabaseError, PgListener, PgPoolOptions, PgRow, PgTypeInfo,
     PgValueFormat, PgValueRef,
 };
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{Connection, Decode, Executor, PgPool, Postgres, Row as _, Type, ValueRef};
-use uuid::Uuid;
+use sqlx::{Decode, Executor, PgConnection, PgPool, Postgres, Row as _, Type, ValueRef};
 
 /// The driver of `durable`'s PostgreSQL store on a [`sqlx::PgPool`]: each statement is
 /// prepared once per connection (sqlx's statement cache) and runs on a connection of the pool.
@@ -99,41 +98,12 @@ pub(crate) fn driver_error(error: sqlx::Error) -> DriverError {
 impl Driver for SqlxDriver {
     const NAME: &'static str = "postgres-sqlx";
     type Row = SqlxRow;
+    type Connection = SqlxConnection<'static>;
     type Listener = SqlxListener;
 
-    async fn query(
-        &self,
-        statement: &str,
-        params: &[Param<'_>],
-        timeout: Duration,
-    ) -> Result<Vec<SqlxRow>, DriverError> {
-        // Acquiring may ping an idle connection: bounded too.
-        let mut connection = tokio::time::timeout(timeout, self.pool.acquire())
-            .await
-            .map_err(|_| DriverError::TimedOut(timeout))?
-            .map_err(driver_error)?;
-        match tokio::time::timeout(timeout, bind(statement, params).fetch_all(&mut *connection))
-            .await
-        {
-            Ok(Ok(found)) => Ok(rows(found)),
-            Ok(Err(error)) => {
-                // Reading the answer to a ping means the server has rolled the statement back:
-                // the caller's next call never finds rows still locked by this one.
-                match tokio::time::timeout(timeout, connection.ping()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(ping)) => {
-                        tracing::debug!(error = %ping, "connection unusable after an error");
-                    }
-                    Err(_) => drop(connection.detach()),
-                }
-                Err(driver_error(error))
-            }
-            Err(_) => {
-                // The connection is in an unknown state: close it, freeing its slot.
-                drop(connection.detach());
-                Err(DriverError::TimedOut(timeout))
-            }
-        }
+    async fn acquire(&self) -> Result<SqlxConnection<'static>, DriverError> {
+        let connection = self.pool.acquire().await.map_err(driver_error)?;
+        Ok(SqlxConnection(Held::Pooled(connection)))
     }
 
     async fn listen(
@@ -160,6 +130,55 @@ impl Driver for SqlxDriver {
             Ok(Ok(listener)) => Ok(SqlxListener { listener }),
             Ok(Err(error)) => Err(driver_error(error)),
             Err(_) => Err(DriverError::TimedOut(timeout)),
+        }
+    }
+}
+
+/// A connection: of the pool, or the application's (`migrate_connection`).
+#[derive(Debug)]
+pub struct SqlxConnection<'c>(Held<'c>);
+
+#[derive(Debug)]
+enum Held<'c> {
+    Pooled(PoolConnection<Postgres>),
+    Borrowed(&'c mut PgConnection),
+}
+
+impl<'c> SqlxConnection<'c> {
+    /// The application's connection.
+    pub(crate) fn borrowed(connection: &'c mut PgConnection) -> Self {
+        SqlxConnection(Held::Borrowed(connection))
+    }
+
+    fn connection(&mut self) -> &mut PgConnection {
+        match &mut self.0 {
+            Held::Pooled(connection) => connection,
+            Held::Borrowed(connection) => connection,
+        }
+    }
+}
+
+impl Connection for SqlxConnection<'_> {
+    type Row = SqlxRow;
+
+    async fn query(
+        &mut self,
+        statement: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<SqlxRow>, DriverError> {
+        SqlxDriver::run_on(self.connection(), statement, params).await
+    }
+
+    async fn batch(&mut self, script: &str) -> Result<(), DriverError> {
+        // `Executor::execute` on a plain string: the simple query protocol (several
+        // statements), with a future that is provably `Send` (`RawSql::execute`'s is not).
+        let done = self.connection().execute(script).await;
+        done.map(drop).map_err(driver_error)
+    }
+
+    fn discard(self) {
+        if let Held::Pooled(mut connection) = self.0 {
+            connection.close_on_drop();
         }
     }
 }
@@ -197,10 +216,6 @@ impl Connect for SqlxDriver {
 
     fn can_listen(&self) -> bool {
         true
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        crate::migrate(&self.pool).await
     }
 }
 
@@ -254,42 +269,19 @@ impl Listener for SqlxListener {
     }
 }
 
-impl SqlxRow {
-    fn column<'r, T>(&'r self, column: &str) -> Result<Option<T>, BoxError>
-    where
-        T: Decode<'r, Postgres> + Type<Postgres>,
-    {
+/// Every type sqlx decodes.
+impl<'r, T> Decodes<'r, T> for SqlxRow
+where
+    T: Decode<'r, Postgres> + Type<Postgres>,
+{
+    fn decode(&'r self, column: &str) -> Result<Option<T>, BoxError> {
         Ok(self.0.try_get::<Option<T>, _>(column)?)
     }
 }
 
 impl Row for SqlxRow {
-    fn text(&self, column: &str) -> Result<Option<&str>, BoxError> {
-        self.column(column)
-    }
-
-    fn uuid(&self, column: &str) -> Result<Option<Uuid>, BoxError> {
-        self.column(column)
-    }
-
-    fn int4(&self, column: &str) -> Result<Option<i32>, BoxError> {
-        self.column(column)
-    }
-
-    fn int8(&self, column: &str) -> Result<Option<i64>, BoxError> {
-        self.column(column)
-    }
-
-    fn boolean(&self, column: &str) -> Result<Option<bool>, BoxError> {
-        self.column(column)
-    }
-
-    fn timestamptz(&self, column: &str) -> Result<Option<DateTime<Utc>>, BoxError> {
-        self.column(column)
-    }
-
     fn json(&self, column: &str) -> Result<Option<&str>, BoxError> {
-        Ok(self.column::<RawJson<'_>>(column)?.map(|raw| raw.0))
+        Ok(self.decode(column)?.map(|raw: RawJson<'_>| raw.0))
     }
 }
 

@@ -51,7 +51,7 @@
 mod driver;
 mod migrate;
 
-pub use driver::{SqlxDriver, SqlxListener, SqlxRow};
+pub use driver::{SqlxConnection, SqlxDriver, SqlxListener, SqlxRow};
 pub use durable_postgres::{DATABASE_URL_ENV, DEFAULT_CALL_TIMEOUT, PgStore};
 pub use migrate::{migrate, migrate_connection, migrate_url};
 pub use sqlx;

@@ -4,45 +4,13 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use durable_core::store::{DueSchedules, ScheduleAdvance, ScheduleRecord, ScheduleSpec};
-use durable_core::{BoxError, SpawnResult, StoreError, policy};
+use durable_core::{SpawnResult, StoreError, policy};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::driver::{Driver, Row};
+use crate::driver::{Decodes, Driver, Row};
 use crate::error::unexpected;
-
-/// A value a [`Row`] getter reads.
-pub(crate) trait Column<'r>: Sized {
-    /// Reads `column` of `row`; `None` for `NULL`.
-    fn read<R: Row>(row: &'r R, column: &str) -> Result<Option<Self>, BoxError>;
-}
-
-macro_rules! column {
-    ($($ty:ty => $getter:ident),* $(,)?) => {$(
-        impl<'r> Column<'r> for $ty {
-            fn read<R: Row>(row: &'r R, column: &str) -> Result<Option<Self>, BoxError> {
-                row.$getter(column)
-            }
-        }
-    )*};
-}
-
-column!(
-    &'r str => text,
-    Uuid => uuid,
-    i32 => int4,
-    i64 => int8,
-    bool => boolean,
-    DateTime<Utc> => timestamptz,
-);
-
-impl<'r> Column<'r> for String {
-    fn read<R: Row>(row: &'r R, column: &str) -> Result<Option<Self>, BoxError> {
-        Ok(row.text(column)?.map(str::to_owned))
-    }
-}
 
 /// Reads the columns of one row of a driver `D`, with errors that name the column.
 pub(crate) struct Reader<'r, D: Driver> {
@@ -60,8 +28,11 @@ pub(crate) fn read<D: Driver>(row: &D::Row) -> Reader<'_, D> {
 
 impl<'r, D: Driver> Reader<'r, D> {
     /// A nullable column.
-    pub(crate) fn opt<T: Column<'r>>(&self, column: &str) -> Result<Option<T>, StoreError> {
-        T::read(self.row, column).map_err(|e| {
+    pub(crate) fn opt<T>(&self, column: &str) -> Result<Option<T>, StoreError>
+    where
+        D::Row: Decodes<'r, T>,
+    {
+        self.row.decode(column).map_err(|e| {
             unexpected(
                 D::NAME,
                 format!("reading column {column}: {}", with_sources(&*e)),
@@ -70,7 +41,10 @@ impl<'r, D: Driver> Reader<'r, D> {
     }
 
     /// A column that must not be `NULL`.
-    pub(crate) fn get<T: Column<'r>>(&self, column: &str) -> Result<T, StoreError> {
+    pub(crate) fn get<T>(&self, column: &str) -> Result<T, StoreError>
+    where
+        D::Row: Decodes<'r, T>,
+    {
         self.opt(column)?
             .ok_or_else(|| unexpected(D::NAME, format!("column {column} is NULL")))
     }

@@ -27,22 +27,54 @@ pub trait Driver: Clone + fmt::Debug + Send + Sync + 'static {
     /// A row of a result.
     type Row: Row;
 
+    /// A connection of the driver's pool.
+    type Connection: Connection<Row = Self::Row>;
+
     /// A connection that listens for notifications.
     type Listener: Listener;
 
-    /// Runs `statement` with `params` on a connection of the driver's pool and reads every row.
+    /// A connection of the pool, once one is free. Dropping it returns it to the pool. The
+    /// caller bounds the time it waits, and dropping the future gives the wait up.
+    fn acquire(&self) -> impl Future<Output = Result<Self::Connection, DriverError>> + Send;
+
+    /// Runs `statement` with `params` on a connection of the pool within `timeout` (waiting for
+    /// the connection included) and reads every row. Provided: drivers do not override it.
     ///
-    /// The whole call (getting a connection included) must answer within `timeout`; past it,
-    /// the driver gives up with [`DriverError::TimedOut`] and closes the connection instead of
-    /// returning it to its pool (its state is unknown). After a database error the driver must
-    /// not return a connection to its pool before PostgreSQL has rolled the statement back, so
-    /// the caller's next call never finds rows still locked by this one.
+    /// A connection whose call was given up is closed, not pooled: its state is unknown, and a
+    /// peer that vanished without a word would otherwise hold a slot of the pool for good. After
+    /// a database error, the connection is pinged before it goes back to the pool: PostgreSQL
+    /// reports an error before it rolls the statement back, so the answer to the ping means the
+    /// rollback is done, and the caller's next call never finds rows still locked by this one.
     fn query(
         &self,
         statement: &str,
         params: &[Param<'_>],
         timeout: Duration,
-    ) -> impl Future<Output = Result<Vec<Self::Row>, DriverError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Self::Row>, DriverError>> + Send {
+        async move {
+            let mut connection = tokio::time::timeout(timeout, self.acquire())
+                .await
+                .map_err(|_| DriverError::TimedOut(timeout))??;
+            match tokio::time::timeout(timeout, connection.query(statement, params)).await {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(error)) => {
+                    match tokio::time::timeout(timeout, connection.batch("SELECT 1")).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(ping)) => {
+                            tracing::debug!(error = %ping, "connection unusable after an error");
+                            connection.discard();
+                        }
+                        Err(_) => connection.discard(),
+                    }
+                    Err(error)
+                }
+                Err(_) => {
+                    connection.discard();
+                    Err(DriverError::TimedOut(timeout))
+                }
+            }
+        }
+    }
 
     /// Opens a connection of its own (outside the pool) that `LISTEN`s on `channels`, within
     /// `timeout`.
@@ -84,8 +116,21 @@ pub trait Connect: Driver {
     fn can_listen(&self) -> bool;
 
     /// Applies the migrations the database lacks ([`migrate::run`](crate::migrate::run)) on a
-    /// connection of the pool, closing that connection rather than pooling it if this fails.
-    fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// connection of the pool, closing that connection rather than pooling it if this fails
+    /// (its session may still hold the migration lock).
+    fn migrate(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let mut connection = self
+                .acquire()
+                .await
+                .map_err(|e| StoreError::backend(Self::NAME, e))?;
+            let result = crate::migrate::run::<Self, _>(&mut connection).await;
+            if result.is_err() {
+                connection.discard();
+            }
+            result
+        }
+    }
 }
 
 /// A driver that can run a statement on `E`, a connection or transaction of the application
@@ -116,24 +161,29 @@ pub trait UsesTls<T>: Connect {
     fn use_tls(options: &mut Self::Options, tls: T);
 }
 
-/// A row of a result, read column by column. A getter returns `Ok(None)` for SQL `NULL`, and an
-/// error when the column is missing or holds another type.
-pub trait Row: Send + Sync + 'static {
-    /// A `text` column.
-    fn text(&self, column: &str) -> Result<Option<&str>, BoxError>;
-    /// A `uuid` column.
-    fn uuid(&self, column: &str) -> Result<Option<Uuid>, BoxError>;
-    /// An `integer` column.
-    fn int4(&self, column: &str) -> Result<Option<i32>, BoxError>;
-    /// A `bigint` column.
-    fn int8(&self, column: &str) -> Result<Option<i64>, BoxError>;
-    /// A `boolean` column.
-    fn boolean(&self, column: &str) -> Result<Option<bool>, BoxError>;
-    /// A `timestamptz` column.
-    fn timestamptz(&self, column: &str) -> Result<Option<DateTime<Utc>>, BoxError>;
+/// A row of a result, read column by column. The driver decodes every column type `durable`
+/// reads ([`Decodes`] for `text` as `&str` or `String`, `uuid`, `integer` as `i32`, `bigint` as
+/// `i64`, `boolean`, `timestamptz`) and hands out `jsonb` as its text.
+pub trait Row: Send + Sync + 'static
+where
+    Self: for<'r> Decodes<'r, &'r str>
+        + for<'r> Decodes<'r, String>
+        + for<'r> Decodes<'r, Uuid>
+        + for<'r> Decodes<'r, i32>
+        + for<'r> Decodes<'r, i64>
+        + for<'r> Decodes<'r, bool>
+        + for<'r> Decodes<'r, DateTime<Utc>>,
+{
     /// A `jsonb` (or `json`) column as its JSON text, not parsed: the caller parses it into the
-    /// type it expects, row by row.
+    /// type it expects, row by row. `Ok(None)` for SQL `NULL`.
     fn json(&self, column: &str) -> Result<Option<&str>, BoxError>;
+}
+
+/// A row whose columns the driver decodes into `T` (see [`Row`]).
+pub trait Decodes<'r, T> {
+    /// Column `column` as a `T`: `Ok(None)` for SQL `NULL`, an error when the row has no such
+    /// column or its type does not read as a `T`.
+    fn decode(&'r self, column: &str) -> Result<Option<T>, BoxError>;
 }
 
 /// A connection that listens for notifications (see [`Driver::listen`]).
@@ -155,21 +205,27 @@ pub struct Notification {
     pub payload: String,
 }
 
-/// One connection on which the [migration protocol](crate::migrate) runs: a connection of its
-/// own, not a pool that may switch connections between calls.
-pub trait MigrationConnection: Send {
-    /// The driver whose connection this is (its rows, its name in errors).
-    type Driver: Driver;
+/// One connection: of the driver's pool ([`Driver::acquire`]), or one the application holds
+/// (the migration protocol runs on either).
+pub trait Connection: Send {
+    /// A row of a result.
+    type Row: Row;
 
-    /// Runs one statement with parameters and reads every row.
+    /// Runs one statement with parameters (the extended query protocol) and reads every row.
+    /// The caller bounds the time it waits; a call given up leaves the connection in an unknown
+    /// state, and the caller then [discards](Connection::discard) it.
     fn query(
         &mut self,
         statement: &str,
         params: &[Param<'_>],
-    ) -> impl Future<Output = Result<Vec<<Self::Driver as Driver>::Row>, DriverError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Self::Row>, DriverError>> + Send;
 
-    /// Runs a script of several statements without parameters (the simple query protocol).
+    /// Runs a script of statements without parameters (the simple query protocol).
     fn batch(&mut self, script: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Closes a connection of the pool instead of returning it (its state is unknown, or it
+    /// holds a session lock). A connection the application holds is left to the application.
+    fn discard(self);
 }
 
 /// A parameter of a statement. The variant is the SQL type the statement's cast names; `None`
@@ -286,7 +342,162 @@ impl DriverError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    /// What a fake connection does when asked a statement.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Answer {
+        Rows,
+        Refuse,
+        Hang,
+    }
+
+    /// A driver whose connections answer as told and report what happened to them.
+    #[derive(Debug, Clone)]
+    struct Fake {
+        statement: Answer,
+        ping: Answer,
+        log: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    impl Fake {
+        fn new(statement: Answer, ping: Answer) -> Self {
+            Fake {
+                statement,
+                ping,
+                log: Arc::default(),
+            }
+        }
+
+        fn log(&self) -> Vec<&'static str> {
+            self.log.lock().map(|log| log.clone()).unwrap_or_default()
+        }
+    }
+
+    struct FakeRow;
+
+    impl<'r, T> Decodes<'r, T> for FakeRow {
+        fn decode(&'r self, _column: &str) -> Result<Option<T>, BoxError> {
+            Err("no columns".into())
+        }
+    }
+
+    impl Row for FakeRow {
+        fn json(&self, _column: &str) -> Result<Option<&str>, BoxError> {
+            Err("no columns".into())
+        }
+    }
+
+    struct FakeConnection(Fake);
+
+    impl FakeConnection {
+        async fn answer(&self, answer: Answer, what: &'static str) -> Result<(), DriverError> {
+            if let Ok(mut log) = self.0.log.lock() {
+                log.push(what);
+            }
+            match answer {
+                Answer::Rows => Ok(()),
+                Answer::Refuse => Err(DriverError::Database(DatabaseError {
+                    code: "UD001".into(),
+                    message: "refused".into(),
+                    detail: None,
+                    source: "fake".into(),
+                })),
+                Answer::Hang => std::future::pending().await,
+            }
+        }
+    }
+
+    impl Connection for FakeConnection {
+        type Row = FakeRow;
+
+        async fn query(
+            &mut self,
+            _statement: &str,
+            _params: &[Param<'_>],
+        ) -> Result<Vec<FakeRow>, DriverError> {
+            self.answer(self.0.statement, "query").await?;
+            Ok(vec![FakeRow])
+        }
+
+        async fn batch(&mut self, _script: &str) -> Result<(), DriverError> {
+            self.answer(self.0.ping, "ping").await
+        }
+
+        fn discard(self) {
+            if let Ok(mut log) = self.0.log.lock() {
+                log.push("discard");
+            }
+        }
+    }
+
+    struct NoListener;
+
+    impl Listener for NoListener {
+        async fn next(&mut self) -> Result<Notification, DriverError> {
+            std::future::pending().await
+        }
+
+        async fn ping(&mut self) -> Result<(), DriverError> {
+            Ok(())
+        }
+    }
+
+    impl Driver for Fake {
+        const NAME: &'static str = "fake";
+        type Row = FakeRow;
+        type Connection = FakeConnection;
+        type Listener = NoListener;
+
+        async fn acquire(&self) -> Result<FakeConnection, DriverError> {
+            Ok(FakeConnection(self.clone()))
+        }
+
+        async fn listen(
+            &self,
+            _channels: &[&str],
+            _timeout: Duration,
+        ) -> Result<NoListener, DriverError> {
+            Ok(NoListener)
+        }
+    }
+
+    const LIMIT: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_call_returns_its_connection_untouched() {
+        let fake = Fake::new(Answer::Rows, Answer::Rows);
+        let rows = fake.query("SELECT", &[], LIMIT).await;
+        assert_eq!(rows.map(|rows| rows.len()).ok(), Some(1));
+        assert_eq!(fake.log(), ["query"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_call_waits_for_the_rollback_before_the_connection_goes_back() {
+        let fake = Fake::new(Answer::Refuse, Answer::Rows);
+        let error = fake.query("SELECT", &[], LIMIT).await.err();
+        assert_eq!(error.as_ref().and_then(DriverError::code), Some("UD001"));
+        assert_eq!(fake.log(), ["query", "ping"]);
+
+        // A connection that does not answer the ping, or fails it, is not pooled again.
+        for ping in [Answer::Hang, Answer::Refuse] {
+            let fake = Fake::new(Answer::Refuse, ping);
+            assert!(fake.query("SELECT", &[], LIMIT).await.is_err());
+            assert_eq!(fake.log(), ["query", "ping", "discard"], "{ping:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_without_an_answer_in_time_closes_its_connection() {
+        let fake = Fake::new(Answer::Hang, Answer::Rows);
+        let started = tokio::time::Instant::now();
+        let error = fake.query("SELECT", &[], LIMIT).await.err();
+        assert!(matches!(error, Some(DriverError::TimedOut(limit)) if limit == LIMIT));
+        assert_eq!(started.elapsed(), LIMIT);
+        assert_eq!(fake.log(), ["query", "discard"]);
+    }
 
     #[test]
     fn a_database_error_shows_the_server_message_code_and_detail() {

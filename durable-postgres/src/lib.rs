@@ -15,10 +15,10 @@
 //!   spawn and emit on the application's own connection or transaction ([`RunsOn`]);
 //! - the [`calls`] those methods make, the same statements and readers as the store's.
 //!
-//! An adapter (`durable-postgres-sqlx`, `durable-postgres-native`) supplies a [`Driver`]: run a
-//! statement with typed [`Param`]s within a timeout and hand back [`Row`]s, report a database
-//! error as its SQLSTATE and message, open a [`Listener`], and run migration scripts on a
-//! [`MigrationConnection`]; make a pool, migrate on it ([`Connect`]); and run a statement on the
+//! An adapter (`durable-postgres-sqlx`, `durable-postgres-native`) supplies a [`Driver`]: take a
+//! [`Connection`] of its pool, run a statement there with typed [`Param`]s and hand back
+//! [`Row`]s, run a script, report a database error as its SQLSTATE and message, open a
+//! [`Listener`]; make a pool ([`Connect`]); and run a statement on the
 //! application's connections and transactions ([`RunsOn`]). It names the client for its driver
 //! (`durable_postgres_sqlx::Durable` is `Durable<SqlxDriver>`).
 //!
@@ -37,7 +37,7 @@ pub mod migrate;
 
 pub use client::{DATABASE_URL_ENV, Durable, DurableBuilder};
 pub use driver::{
-    BoxFuture, Connect, DatabaseError, Driver, DriverError, Listener, MigrationConnection,
+    BoxFuture, Connect, Connection, DatabaseError, Decodes, Driver, DriverError, Listener,
     Notification, Param, Row, RunsOn, UsesTls,
 };
 pub use store::{DEFAULT_CALL_TIMEOUT, PgStore};

@@ -1,11 +1,11 @@
-//! The migration protocol of `durable-postgres-sql`, run once for every driver on a
-//! [`MigrationConnection`] it supplies.
+//! The migration protocol of `durable-postgres-sql`, run once for every driver on one
+//! [`Connection`] of it.
 
 use durable_core::StoreError;
 use durable_postgres_sql::{MIGRATION_LOCK_KEY, MIGRATIONS, Migration, migrate as protocol};
 
 use crate::decode::read;
-use crate::driver::{Driver, DriverError, MigrationConnection, Param};
+use crate::driver::{Connection, Driver, DriverError, Param};
 use crate::error::{Ctx, store_error};
 
 /// Applies the migrations of `durable` that the database lacks, on `connection`.
@@ -17,13 +17,17 @@ use crate::error::{Ctx, store_error};
 ///
 /// If this fails, the lock may still be held by the connection's session: close the connection
 /// rather than return it to a pool.
-pub async fn run<C: MigrationConnection>(connection: &mut C) -> Result<(), StoreError> {
-    let error = |e| store_error(C::Driver::NAME, e, Ctx::None);
+pub async fn run<D, C>(connection: &mut C) -> Result<(), StoreError>
+where
+    D: Driver,
+    C: Connection<Row = D::Row>,
+{
+    let error = |e| store_error(D::NAME, e, Ctx::None);
     connection
         .query(protocol::LOCK, &[Param::Int8(Some(MIGRATION_LOCK_KEY))])
         .await
         .map_err(error)?;
-    let applied = apply_missing(connection).await;
+    let applied = apply_missing::<D, C>(connection).await;
     let unlocked = connection
         .query(protocol::UNLOCK, &[Param::Int8(Some(MIGRATION_LOCK_KEY))])
         .await
@@ -33,15 +37,19 @@ pub async fn run<C: MigrationConnection>(connection: &mut C) -> Result<(), Store
     Ok(())
 }
 
-async fn apply_missing<C: MigrationConnection>(connection: &mut C) -> Result<(), StoreError> {
-    let error = |e| store_error(C::Driver::NAME, e, Ctx::None);
+async fn apply_missing<D, C>(connection: &mut C) -> Result<(), StoreError>
+where
+    D: Driver,
+    C: Connection<Row = D::Row>,
+{
+    let error = |e| store_error(D::NAME, e, Ctx::None);
     connection.batch(protocol::BOOTSTRAP).await.map_err(error)?;
     let applied = connection
         .query(protocol::APPLIED_VERSIONS, &[])
         .await
         .map_err(error)?
         .iter()
-        .map(|row| read::<C::Driver>(row).get::<i64>("version"))
+        .map(|row| read::<D>(row).get::<i64>("version"))
         .collect::<Result<Vec<_>, _>>()?;
     for migration in MIGRATIONS {
         if applied.contains(&migration.version) {
@@ -63,7 +71,7 @@ async fn apply_missing<C: MigrationConnection>(connection: &mut C) -> Result<(),
 }
 
 /// Applies one migration and records it, in one transaction.
-async fn apply<C: MigrationConnection>(
+async fn apply<C: Connection>(
     connection: &mut C,
     migration: &Migration,
 ) -> Result<(), DriverError> {
