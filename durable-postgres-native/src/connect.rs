@@ -2,18 +2,17 @@
 //! pool's connections and the listener's.
 
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use durable_postgres::{DriverError, Notification};
-use tokio::sync::mpsc;
+use durable_postgres::DriverError;
+use tokio_postgres::Socket;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{AsyncMessage, Socket};
 
-use crate::driver::{NativeListener, pg_error};
+use crate::listener::NativeListener;
 
 /// How long getting a connection from a pool made here may take.
 const POOL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,45 +56,12 @@ where
         listen: String,
         timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = Result<NativeListener, DriverError>> + Send>> {
-        let tls = self.0.clone();
-        Box::pin(async move {
-            let (client, mut connection) = tokio::time::timeout(timeout, config.connect(tls))
-                .await
-                .map_err(|_| DriverError::TimedOut(timeout))?
-                .map_err(pg_error)?;
-            let (sender, notifications) = mpsc::unbounded_channel();
-            // Drives the connection (the client's queries included) and forwards its
-            // notifications; ends with the connection, which ends when the client is dropped.
-            tokio::spawn(async move {
-                loop {
-                    let ended = match poll_fn(|cx| connection.poll_message(cx)).await {
-                        Some(Ok(AsyncMessage::Notification(notification))) => sender
-                            .send(Ok(Notification {
-                                channel: notification.channel().to_owned(),
-                                payload: notification.payload().to_owned(),
-                            }))
-                            .is_err(),
-                        Some(Ok(_)) => false, // a notice
-                        Some(Err(error)) => {
-                            let _ = sender.send(Err(pg_error(error)));
-                            true
-                        }
-                        None => true,
-                    };
-                    if ended {
-                        break;
-                    }
-                }
-            });
-            tokio::time::timeout(timeout, client.batch_execute(&listen))
-                .await
-                .map_err(|_| DriverError::TimedOut(timeout))?
-                .map_err(pg_error)?;
-            Ok(NativeListener {
-                client,
-                notifications,
-            })
-        })
+        Box::pin(crate::listener::connect(
+            config,
+            self.0.clone(),
+            listen,
+            timeout,
+        ))
     }
 }
 

@@ -7,7 +7,7 @@ use durable_postgres::Param;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::driver::to_sql;
+use crate::values::to_sql;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

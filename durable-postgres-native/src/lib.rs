@@ -58,15 +58,19 @@
 mod connect;
 mod driver;
 mod executor;
+mod listener;
 mod migrate;
+mod values;
 
 pub use connect::TlsConnector;
 pub use deadpool_postgres;
-pub use driver::{NativeConnection, NativeDriver, NativeListener, NativeRow};
+pub use driver::{NativeConnection, NativeDriver};
 pub use durable_postgres::{DATABASE_URL_ENV, DEFAULT_CALL_TIMEOUT, PgStore};
 pub use executor::Executor;
+pub use listener::NativeListener;
 pub use migrate::{migrate, migrate_connection, migrate_url};
 pub use tokio_postgres;
+pub use values::NativeRow;
 
 /// The [`Store`](durable_core::Store) of `durable` on a [`deadpool_postgres::Pool`] of
 /// tokio-postgres connections: `durable-postgres`'s [`PgStore`] on the [`NativeDriver`].

@@ -2,10 +2,11 @@
 
 use deadpool_postgres::Pool;
 use durable_core::StoreError;
-use durable_postgres::{Connect, Driver};
+use durable_postgres::Driver;
 use tokio_postgres::{Client, NoTls};
 
-use crate::driver::{NativeConnection, NativeDriver, pg_error};
+use crate::driver::{NativeConnection, NativeDriver};
+use crate::values::pg_error;
 
 /// Applies the schema migrations of `durable` that the database lacks.
 ///
@@ -21,7 +22,7 @@ use crate::driver::{NativeConnection, NativeDriver, pg_error};
 /// # Ok(()) }
 /// ```
 pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
-    NativeDriver::from(pool.clone()).migrate().await
+    durable_postgres::migrate::on_pool(&NativeDriver::from(pool.clone())).await
 }
 
 /// [`migrate`] on a database given by URL, over one connection without TLS that is closed

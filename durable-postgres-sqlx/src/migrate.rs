@@ -1,7 +1,7 @@
 //! The migration protocol of `durable-postgres` on one sqlx connection.
 
 use durable_core::StoreError;
-use durable_postgres::{Connect, Driver};
+use durable_postgres::Driver;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::driver::{SqlxConnection, SqlxDriver, driver_error};
@@ -20,7 +20,7 @@ use crate::driver::{SqlxConnection, SqlxDriver, driver_error};
 /// # Ok(()) }
 /// ```
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    SqlxDriver::new(pool.clone()).migrate().await
+    durable_postgres::migrate::on_pool(&SqlxDriver::new(pool.clone())).await
 }
 
 /// [`migrate`] on a database given by URL, over one connection that is closed afterwards (for

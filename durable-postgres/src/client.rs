@@ -325,7 +325,7 @@ impl<D: Connect> DurableBuilder<D> {
         self
     }
 
-    /// Whether `build` applies the schema migrations ([`Connect::migrate`]). Default `true`;
+    /// Whether `build` applies the schema migrations ([`migrate::on_pool`](crate::migrate::on_pool)). Default `true`;
     /// turn it off when migrations run separately, before deployment.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
@@ -404,7 +404,7 @@ impl<D: Connect> DurableBuilder<D> {
             ));
         }
         if self.migrate {
-            driver.migrate().await?;
+            crate::migrate::on_pool(&driver).await?;
         }
         let store = if self.listen {
             PgStore::new(driver)

@@ -1,15 +1,96 @@
-//! What a driver error means for the port ([`StoreError`]), and the retry of transient
-//! failures.
+//! What a driver reports when a call fails ([`DriverError`]), what it means for the port
+//! ([`StoreError`]), and the retry of transient failures.
 
+use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use durable_core::StoreError;
 use durable_core::store::RunRef;
+use durable_core::{BoxError, StoreError};
 use durable_postgres_sql::sqlstate;
 use uuid::Uuid;
 
-use crate::driver::DriverError;
+/// What a driver reports when a call fails. Drivers do not interpret errors:
+/// [`PgStore`](crate::PgStore) decides what each means (a refusal of the stored functions, a
+/// transient conflict to retry, a value PostgreSQL cannot take, a backend failure).
+#[derive(Debug)]
+pub enum DriverError {
+    /// PostgreSQL answered with an error.
+    Database(DatabaseError),
+    /// No answer within the call timeout. The connection was closed; the statement may or may
+    /// not have been applied.
+    TimedOut(Duration),
+    /// A parameter could not be encoded for PostgreSQL.
+    Encode(BoxError),
+    /// Anything else: no connection, a connection lost, a closed pool, a protocol error.
+    Other(BoxError),
+}
+
+/// An error PostgreSQL answered with.
+#[derive(Debug)]
+pub struct DatabaseError {
+    /// The SQLSTATE, e.g. `40P01`.
+    pub code: String,
+    /// The server's primary message.
+    pub message: String,
+    /// The server's detail, if any.
+    pub detail: Option<String>,
+    /// The driver's own error.
+    pub source: BoxError,
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.message, self.code)?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Database(error) => write!(f, "PostgreSQL refused: {error}"),
+            DriverError::TimedOut(limit) => write!(
+                f,
+                "PostgreSQL did not answer within {limit:?}; the connection was closed and the \
+                 call may or may not have been applied"
+            ),
+            DriverError::Encode(error) => {
+                write!(f, "a value cannot be sent to PostgreSQL: {error}")
+            }
+            DriverError::Other(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DriverError::Database(error) => Some(error),
+            DriverError::TimedOut(_) => None,
+            DriverError::Encode(error) | DriverError::Other(error) => Some(&**error),
+        }
+    }
+}
+
+impl DriverError {
+    /// The SQLSTATE, for a database error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            DriverError::Database(error) => Some(&error.code),
+            _ => None,
+        }
+    }
+}
 
 /// How often a call that hit a deadlock or a serialization failure is tried in all.
 const ATTEMPTS: u32 = 6;
@@ -105,7 +186,22 @@ pub(crate) fn unexpected(store: &'static str, message: impl Into<String>) -> Sto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::DatabaseError;
+
+    #[test]
+    fn a_database_error_shows_the_server_message_code_and_detail() {
+        let error = DriverError::Database(DatabaseError {
+            code: "42501".into(),
+            message: "permission denied for table tasks".into(),
+            detail: Some("role app lacks SELECT".into()),
+            source: "db error".into(),
+        });
+        assert_eq!(
+            error.to_string(),
+            "PostgreSQL refused: permission denied for table tasks (SQLSTATE 42501): role app \
+             lacks SELECT"
+        );
+        assert_eq!(error.code(), Some("42501"));
+    }
 
     fn db(code: &str) -> DriverError {
         DriverError::Database(DatabaseError {

@@ -8,6 +8,21 @@ use crate::decode::read;
 use crate::driver::{Connection, Driver, DriverError, Param};
 use crate::error::{Ctx, store_error};
 
+/// Applies the migrations the database lacks ([`run`]) on a connection of `driver`'s pool,
+/// closing that connection rather than pooling it if this fails (its session may still hold
+/// the migration lock).
+pub async fn on_pool<D: Driver>(driver: &D) -> Result<(), StoreError> {
+    let mut connection = driver
+        .acquire()
+        .await
+        .map_err(|e| StoreError::backend(D::NAME, e))?;
+    let result = run::<D, _>(&mut connection).await;
+    if result.is_err() {
+        connection.discard();
+    }
+    result
+}
+
 /// Applies the migrations of `durable` that the database lacks, on `connection`.
 ///
 /// Safe when several processes start at once: they take turns on an advisory lock
