@@ -1,0 +1,124 @@
+//! What the cases share: the drivers they run on, a fresh migrated database per case, the raw
+//! SQL they run through the driver under test, and the store's calls they make by hand.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use durable_core::store::{ClaimBatch, ClaimRequest, ClaimedRun, NewTask};
+use durable_core::{CancellationPolicy, RetryStrategy, Store, TaskStatus};
+use durable_postgres::{Connect, Driver, PgStore};
+use durable_postgres_native::NativeDriver;
+use durable_postgres_sqlx::SqlxDriver;
+use durable_testing::postgres::{TestDatabase, template_key};
+use serde_json::json;
+use uuid::Uuid;
+
+/// A driver the suite runs on: one that makes its own pool and migrates, and whose pool the
+/// suite can close.
+pub(crate) trait TestDriver: Connect {
+    /// Closes the driver's pool: its connections end, and their server processes exit.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl TestDriver for SqlxDriver {
+    async fn close(&self) {
+        self.pool().close().await;
+    }
+}
+
+impl TestDriver for NativeDriver {
+    async fn close(&self) {
+        self.pool().close();
+    }
+}
+
+/// Runs one case on a runtime of its own with two worker threads.
+pub(crate) fn run(case: impl Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(case);
+}
+
+/// A fresh database with the schema of `durable`, dropped when the value drops. Its template is
+/// migrated by the driver under test; the template's key hashes every migration, so a schema
+/// change makes a new template.
+pub(crate) async fn database<D: TestDriver>() -> TestDatabase {
+    let migrations: Vec<u8> = durable_postgres_sql::MIGRATIONS
+        .iter()
+        .flat_map(|m| m.sql.bytes())
+        .collect();
+    let key = template_key(&D::NAME.replace('-', "_"), &migrations);
+    TestDatabase::create(&key, |url| async move {
+        let driver = D::connect(D::parse_url(&url)?, &D::Options::default(), 1).await?;
+        driver.migrate().await?;
+        driver.close().await;
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("no test database: {e}"))
+}
+
+/// A listening store on `db`, on a pool of the default size.
+pub(crate) async fn store<D: Connect>(db: &TestDatabase) -> PgStore<D> {
+    PgStore::connect(db.url()).await.expect("store")
+}
+
+/// The task name the port-level cases claim.
+pub(crate) const NAME: &str = "job";
+
+/// A task of `queue` named `name`, with a header, three attempts, a fixed backoff and a pending
+/// time limit.
+pub(crate) fn new_task(queue: &str, name: &str) -> NewTask {
+    NewTask {
+        queue: queue.into(),
+        task_name: name.into(),
+        params: json!({"n": 1}),
+        headers: BTreeMap::from([("trace".to_owned(), json!("abc"))]),
+        max_attempts: 3,
+        retry_strategy: RetryStrategy::Fixed {
+            base_delay: Duration::from_millis(250),
+        },
+        cancellation: CancellationPolicy {
+            max_pending_time: Some(Duration::from_millis(1500)),
+            max_running_time: None,
+        },
+        idempotency_key: None,
+        parent_task_id: None,
+        delay: None,
+    }
+}
+
+/// Claims up to `limit` runs of tasks named [`NAME`] in `queue`.
+pub(crate) async fn claim<D: Driver>(
+    store: &PgStore<D>,
+    queue: &str,
+    limit: usize,
+    lease: Duration,
+) -> ClaimBatch {
+    store
+        .claim(ClaimRequest {
+            queue: queue.into(),
+            worker_id: "tester".into(),
+            task_names: vec![NAME.into()],
+            limit,
+            lease,
+        })
+        .await
+        .unwrap()
+}
+
+/// Claims exactly one run in `queue`, with a lease of a minute.
+pub(crate) async fn claim_one<D: Driver>(store: &PgStore<D>, queue: &str) -> ClaimedRun {
+    let mut batch = claim(store, queue, 1, Duration::from_secs(60)).await;
+    assert_eq!(batch.runs.len(), 1, "one run expected");
+    batch.runs.remove(0)
+}
+
+/// The status of a task that exists.
+pub(crate) async fn status<D: Driver>(store: &PgStore<D>, task_id: Uuid) -> TaskStatus {
+    store.task_result(task_id).await.unwrap().unwrap().status
+}

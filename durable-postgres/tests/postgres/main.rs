@@ -1,0 +1,51 @@
+//! The PostgreSQL suite: what the conformance suite of `durable-testing` cannot say about every
+//! store, because it is about PostgreSQL (locks, notifications, table sizes, raw SQL), checked on
+//! each driver of `PgStore`.
+//!
+//! Every case is written once, as a function generic over the driver, in the module of its
+//! area: `store`.
+//! `postgres_suite!` makes a `#[test]` of each for one driver (`sqlx::<case>`,
+//! `native::<case>`), and every case runs on a fresh database. The raw SQL of a case (counting
+//! rows, filling tables, `VACUUM`, reading statistics) and its `LISTEN` run through the driver
+//! under test too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+mod store;
+
+/// A `#[test]` per case of the suite, on the driver `$driver`: `<module>::<case>`, each on a
+/// runtime of its own.
+macro_rules! postgres_suite {
+    ($driver:ty) => {
+        postgres_cases!($driver;
+            store::spawn_claim_complete_round_trip,
+            store::idempotency_key_returns_the_existing_task,
+            store::fenced_writes_are_refused_after_takeover_and_after_cancel,
+            store::sleep_suspends_until_due_then_the_task_is_claimed_again,
+            store::retry_task_makes_a_failed_task_run_again,
+            store::lease_expiry_without_attempts_left_fails_and_tells_the_parent,
+        );
+    };
+}
+
+macro_rules! postgres_cases {
+    ($driver:ty; $($area:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::common::run($crate::$area::$case::<$driver>());
+            }
+        )*
+    };
+}
+
+/// The suite on sqlx.
+mod sqlx {
+    postgres_suite!(durable_postgres_sqlx::SqlxDriver);
+}
+
+/// The suite on tokio-postgres and deadpool-postgres.
+mod native {
+    postgres_suite!(durable_postgres_native::NativeDriver);
+}
