@@ -3,7 +3,7 @@
 //! each driver of `PgStore`.
 //!
 //! Every case is written once, as a function generic over the driver, in the module of its
-//! area: `store`.
+//! area: `store`, `events`.
 //! `postgres_suite!` makes a `#[test]` of each for one driver (`sqlx::<case>`,
 //! `native::<case>`), and every case runs on a fresh database. The raw SQL of a case (counting
 //! rows, filling tables, `VACUUM`, reading statistics) and its `LISTEN` run through the driver
@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
+mod events;
 mod store;
 
 /// A `#[test]` per case of the suite, on the driver `$driver`: `<module>::<case>`, each on a
@@ -25,6 +26,9 @@ macro_rules! postgres_suite {
             store::sleep_suspends_until_due_then_the_task_is_claimed_again,
             store::retry_task_makes_a_failed_task_run_again,
             store::lease_expiry_without_attempts_left_fails_and_tells_the_parent,
+            events::await_and_emit_in_both_orders,
+            events::emit_racing_await_never_loses_the_wake_up,
+            events::cancel_cascades_and_tells_the_parent,
         );
     };
 }
