@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use durable_core::store::{ClaimBatch, ClaimRequest, ClaimedRun, NewTask};
 use durable_core::{CancellationPolicy, RetryStrategy, Store, TaskStatus};
-use durable_postgres::{Connect, Driver, PgStore};
+use durable_postgres::{Connect, Driver, Param, PgStore, Row};
 use durable_postgres_native::NativeDriver;
 use durable_postgres_sqlx::SqlxDriver;
 use durable_testing::postgres::{TestDatabase, template_key};
@@ -65,6 +65,40 @@ pub(crate) async fn database<D: TestDriver>() -> TestDatabase {
 /// A listening store on `db`, on a pool of the default size.
 pub(crate) async fn store<D: Connect>(db: &TestDatabase) -> PgStore<D> {
     PgStore::connect(db.url()).await.expect("store")
+}
+
+/// A driver on a pool of its own of up to `max_connections` connections to `db`.
+pub(crate) async fn driver<D: Connect>(db: &TestDatabase, max_connections: u32) -> D {
+    let config = D::parse_url(db.url()).expect("a valid database URL");
+    D::connect(config, &D::Options::default(), max_connections)
+        .await
+        .expect("a pool")
+}
+
+/// How long a statement of the suite's own may take (filling a table, `VACUUM`).
+const SQL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Runs `statement` through `driver`, the driver under test, and reads every row.
+pub(crate) async fn query<D: Driver>(
+    driver: &D,
+    statement: &str,
+    params: &[Param<'_>],
+) -> Vec<D::Row> {
+    driver
+        .query(statement, params, SQL_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"))
+}
+
+/// Runs `statement` through `driver`; it answers one row, whose `bigint` column `value` is read.
+pub(crate) async fn int8<D: Driver>(driver: &D, statement: &str, params: &[Param<'_>]) -> i64 {
+    let rows = query(driver, statement, params).await;
+    let [row] = rows.as_slice() else {
+        panic!("{statement}: {} rows, one expected", rows.len());
+    };
+    row.int8("value")
+        .unwrap_or_else(|e| panic!("{statement}: {e}"))
+        .unwrap_or_else(|| panic!("{statement}: NULL"))
 }
 
 /// The task name the port-level cases claim.

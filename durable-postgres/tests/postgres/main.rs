@@ -3,7 +3,7 @@
 //! each driver of `PgStore`.
 //!
 //! Every case is written once, as a function generic over the driver, in the module of its
-//! area: `store`, `events`.
+//! area: `store`, `events`, `stress`.
 //! `postgres_suite!` makes a `#[test]` of each for one driver (`sqlx::<case>`,
 //! `native::<case>`), and every case runs on a fresh database. The raw SQL of a case (counting
 //! rows, filling tables, `VACUUM`, reading statistics) and its `LISTEN` run through the driver
@@ -14,6 +14,7 @@
 mod common;
 mod events;
 mod store;
+mod stress;
 
 /// A `#[test]` per case of the suite, on the driver `$driver`: `<module>::<case>`, each on a
 /// runtime of its own.
@@ -29,6 +30,8 @@ macro_rules! postgres_suite {
             events::await_and_emit_in_both_orders,
             events::emit_racing_await_never_loses_the_wake_up,
             events::cancel_cascades_and_tells_the_parent,
+            stress::racing_cancel_complete_fail_and_emit_never_deadlock,
+            stress::claims_stay_fast_with_a_million_finished_tasks,
         );
     };
 }
