@@ -3,7 +3,7 @@
 //! each driver of `PgStore`.
 //!
 //! Every case is written once, as a function generic over the driver, in the module of its
-//! area: `store`, `events`, `stress`.
+//! area: `store`, `events`, `stress`, `operations`.
 //! `postgres_suite!` makes a `#[test]` of each for one driver (`sqlx::<case>`,
 //! `native::<case>`), and every case runs on a fresh database. The raw SQL of a case (counting
 //! rows, filling tables, `VACUUM`, reading statistics) and its `LISTEN` run through the driver
@@ -13,6 +13,7 @@
 
 mod common;
 mod events;
+mod operations;
 mod store;
 mod stress;
 
@@ -32,6 +33,9 @@ macro_rules! postgres_suite {
             events::cancel_cascades_and_tells_the_parent,
             stress::racing_cancel_complete_fail_and_emit_never_deadlock,
             stress::claims_stay_fast_with_a_million_finished_tasks,
+            operations::only_watched_tasks_notify_their_end,
+            operations::three_workers_fire_each_tick_once,
+            operations::retention_keeps_a_100k_task_table_at_its_steady_size,
         );
     };
 }

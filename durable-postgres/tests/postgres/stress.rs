@@ -181,6 +181,7 @@ async fn deadlocks_detected<D: Driver>(driver: &D) -> i64 {
 /// A million finished tasks in the table: claiming, recovering leases, spawning and reading a
 /// result stay in the milliseconds, since the partial indexes leave finished rows out.
 pub(crate) async fn claims_stay_fast_with_a_million_finished_tasks<D: TestDriver>() {
+    let _alone = common::one_heavy_case_at_a_time().await;
     let db = common::database::<D>().await;
     let store = common::store::<D>(&db).await;
     let filled = Instant::now();
