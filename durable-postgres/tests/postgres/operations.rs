@@ -49,17 +49,24 @@ pub(crate) async fn only_watched_tasks_notify_their_end<D: TestDriver>() {
                 .await
         })
     };
-    let notify_finish = "SELECT notify_finish AS value FROM durable.tasks WHERE task_id = $1::uuid";
+    let notify_finish = |task_id| {
+        let driver = driver.clone();
+        async move {
+            common::boolean(
+                &driver,
+                "SELECT notify_finish AS value FROM durable.tasks WHERE task_id = $1::uuid",
+                &[Param::Uuid(Some(task_id))],
+            )
+            .await
+        }
+    };
     eventually(
         "the waiter asked for a notification",
         Duration::from_secs(10),
-        || {
-            let driver = driver.clone();
-            async move { common::boolean(&driver, notify_finish, &[Param::Uuid(Some(watched))]).await }
-        },
+        || notify_finish(watched),
     )
     .await;
-    let flag = common::boolean(&driver, notify_finish, &[Param::Uuid(Some(unwatched))]).await;
+    let flag = notify_finish(unwatched).await;
     assert!(!flag);
 
     assert_eq!(
