@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use durable_postgres_sqlx::{Durable, SqlxStore, migrate_url};
+use durable_postgres_sqlx::{Durable, migrate_url};
 use durable_testing::postgres::{TestDatabase, template_key};
 
 /// Every migration's text, so that a schema change makes a new template database.
@@ -23,11 +23,6 @@ pub async fn database() -> TestDatabase {
     )
     .await
     .unwrap_or_else(|e| panic!("no test database: {e}"))
-}
-
-/// A listening store on `db`.
-pub async fn store(db: &TestDatabase) -> SqlxStore {
-    SqlxStore::connect(db.url()).await.expect("store")
 }
 
 /// A client of `queue` on `db`, retrying failed attempts at once.

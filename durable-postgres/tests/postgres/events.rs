@@ -1,81 +1,31 @@
 //! Events and subtask outcomes through the port, on a real PostgreSQL: awaits and emits in both
 //! orders, the emit/await race, cascading cancellation.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-
-mod common;
-
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use durable_core::model::{AwaitCheckpoint, ChildOutcome};
-use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, NewTask, child_event_name,
-};
-use durable_core::{
-    CancellationPolicy, FailureKind, RetryStrategy, Store, StoreError, TaskErrorInfo, TaskStatus,
-};
-use durable_postgres_sqlx::SqlxStore;
+use durable_core::store::{AwaitOutcome, child_event_name};
+use durable_core::{FailureKind, Store, StoreError, TaskErrorInfo, TaskStatus};
 use serde_json::json;
 
+use crate::common::{self, NAME, TestDriver, claim, claim_one, new_task, status};
+
 const Q: &str = "event-tests";
-const NAME: &str = "job";
 
-fn new_task(name: &str) -> NewTask {
-    NewTask {
-        queue: Q.into(),
-        task_name: name.into(),
-        params: json!({"n": 1}),
-        headers: BTreeMap::from([("trace".to_owned(), json!("abc"))]),
-        max_attempts: 3,
-        retry_strategy: RetryStrategy::Fixed {
-            base_delay: Duration::from_millis(250),
-        },
-        cancellation: CancellationPolicy {
-            max_pending_time: Some(Duration::from_millis(1500)),
-            max_running_time: None,
-        },
-        idempotency_key: None,
-        parent_task_id: None,
-        delay: None,
-    }
-}
-
-async fn claim(store: &SqlxStore, limit: usize, lease: Duration) -> ClaimBatch {
-    store
-        .claim(ClaimRequest {
-            queue: Q.into(),
-            worker_id: "tester".into(),
-            task_names: vec![NAME.into()],
-            limit,
-            lease,
-        })
-        .await
-        .unwrap()
-}
-
-async fn claim_one(store: &SqlxStore) -> ClaimedRun {
-    let mut batch = claim(store, 1, Duration::from_secs(60)).await;
-    assert_eq!(batch.runs.len(), 1, "one run expected");
-    batch.runs.remove(0)
-}
-
-async fn status(store: &SqlxStore, task_id: uuid::Uuid) -> TaskStatus {
-    store.task_result(task_id).await.unwrap().unwrap().status
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn await_and_emit_in_both_orders() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
+/// An emit before the await is received at once (the first emit wins); an await before the emit
+/// suspends the task until the emit wakes it; the outcome is checkpointed for later attempts; a
+/// timeout is fixed by the first call and its outcome stands.
+pub(crate) async fn await_and_emit_in_both_orders<D: TestDriver>() {
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
     // Emit first: the await sees it at once.
     assert!(store.emit_event(Q, "early", json!({"v": 1})).await.unwrap());
     assert!(
         !store.emit_event(Q, "early", json!({"v": 2})).await.unwrap(),
         "first emit wins"
     );
-    let a = store.spawn(new_task(NAME)).await.unwrap();
-    let run = claim_one(&store).await;
+    let a = store.spawn(new_task(Q, NAME)).await.unwrap();
+    let run = claim_one(&store, Q).await;
     let got = store
         .await_event(
             &run.run,
@@ -91,8 +41,8 @@ async fn await_and_emit_in_both_orders() {
     // Await first: the task sleeps, the emit wakes it, the replay receives the payload.
     let run2 = {
         store.complete_run(&run.run, json!(null)).await.unwrap();
-        store.spawn(new_task(NAME)).await.unwrap();
-        claim_one(&store).await
+        store.spawn(new_task(Q, NAME)).await.unwrap();
+        claim_one(&store, Q).await
     };
     let suspended = store
         .await_event(
@@ -106,14 +56,14 @@ async fn await_and_emit_in_both_orders() {
         .unwrap();
     assert_eq!(suspended, AwaitOutcome::Suspended);
     assert_eq!(status(&store, run2.run.task_id).await, TaskStatus::Sleeping);
-    let idle = claim(&store, 1, Duration::from_secs(60)).await;
+    let idle = claim(&store, Q, 1, Duration::from_secs(60)).await;
     assert!(idle.runs.is_empty());
     assert_eq!(
         idle.next_wake_at, None,
         "an await without timeout has no wake-up time"
     );
     assert!(store.emit_event(Q, "late", json!("payload")).await.unwrap());
-    let resumed = claim_one(&store).await;
+    let resumed = claim_one(&store, Q).await;
     assert_eq!(resumed.run, run2.run);
     let got = store
         .await_event(
@@ -126,7 +76,7 @@ async fn await_and_emit_in_both_orders() {
         .await
         .unwrap();
     assert_eq!(got, AwaitOutcome::Received(json!("payload")));
-    let next = claim(&store, 1, Duration::from_secs(60)).await;
+    let next = claim(&store, Q, 1, Duration::from_secs(60)).await;
     assert!(next.runs.is_empty());
     // Checkpointed: a later attempt sees the same outcome.
     store
@@ -137,7 +87,7 @@ async fn await_and_emit_in_both_orders() {
         )
         .await
         .unwrap();
-    let retried = claim_one(&store).await;
+    let retried = claim_one(&store, Q).await;
     let checkpoint: AwaitCheckpoint =
         serde_json::from_value(retried.checkpoints["wait-late"].clone()).unwrap();
     assert_eq!(
@@ -160,7 +110,7 @@ async fn await_and_emit_in_both_orders() {
         .unwrap();
     assert_eq!(timed, AwaitOutcome::Suspended);
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let woken = claim_one(&store).await;
+    let woken = claim_one(&store, Q).await;
     let got = store
         .await_event(
             &woken.run,
@@ -194,14 +144,13 @@ async fn await_and_emit_in_both_orders() {
 /// 1,000 times: an await and an emit of the same event at the same moment, on two connections.
 /// Either the await sees the event, or it suspends and the emit wakes the task: never a task
 /// left asleep.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emit_racing_await_never_loses_the_wake_up() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
+pub(crate) async fn emit_racing_await_never_loses_the_wake_up<D: TestDriver>() {
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
     let (mut received, mut woken) = (0, 0);
     for round in 0..1000 {
-        store.spawn(new_task(NAME)).await.unwrap();
-        let run = claim_one(&store).await;
+        store.spawn(new_task(Q, NAME)).await.unwrap();
+        let run = claim_one(&store, Q).await;
         let event = format!("race-{round}");
         let (awaited, emitted) = tokio::join!(
             store.await_event(&run.run, "wait", &event, None, Duration::from_secs(60)),
@@ -220,7 +169,7 @@ async fn emit_racing_await_never_loses_the_wake_up() {
                     TaskStatus::Pending,
                     "round {round}: the emit must wake the suspended task"
                 );
-                let again = claim_one(&store).await;
+                let again = claim_one(&store, Q).await;
                 let got = store
                     .await_event(&again.run, "wait", &event, None, Duration::from_secs(60))
                     .await
@@ -235,19 +184,20 @@ async fn emit_racing_await_never_loses_the_wake_up() {
     println!("emit/await race: {received} awaits saw the event, {woken} were woken by it");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_cascades_and_tells_the_parent() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
-    let root = store.spawn(new_task(NAME)).await.unwrap();
-    let root_run = claim_one(&store).await;
-    let mut child = new_task(NAME);
+/// Cancelling a child cancels its descendants and hands `Cancelled` to the parent joining it; a
+/// final failure cascades too and hands the parent the error.
+pub(crate) async fn cancel_cascades_and_tells_the_parent<D: TestDriver>() {
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
+    let root = store.spawn(new_task(Q, NAME)).await.unwrap();
+    let root_run = claim_one(&store, Q).await;
+    let mut child = new_task(Q, NAME);
     child.parent_task_id = Some(root.task_id);
     let child = store.spawn(child).await.unwrap();
-    let mut grandchild = new_task(NAME);
+    let mut grandchild = new_task(Q, NAME);
     grandchild.parent_task_id = Some(child.task_id);
     let grandchild = store.spawn(grandchild).await.unwrap();
-    let child_run = claim_one(&store).await;
+    let child_run = claim_one(&store, Q).await;
     assert_eq!(child_run.parent_task_id, Some(root.task_id));
     // The root joins the child: it sleeps on the child's event.
     let joined = store
@@ -279,7 +229,7 @@ async fn cancel_cascades_and_tells_the_parent() {
         matches!(refused, Err(StoreError::Cancelled { .. })),
         "{refused:?}"
     );
-    let root_again = claim_one(&store).await;
+    let root_again = claim_one(&store, Q).await;
     let outcome = store
         .await_event(
             &root_again.run,
@@ -299,13 +249,13 @@ async fn cancel_cascades_and_tells_the_parent() {
     );
 
     // A final failure cascades too and carries the error to the parent.
-    let mut second = new_task(NAME);
+    let mut second = new_task(Q, NAME);
     second.parent_task_id = Some(root.task_id);
     let second = store.spawn(second).await.unwrap();
-    let mut leaf = new_task(NAME);
+    let mut leaf = new_task(Q, NAME);
     leaf.parent_task_id = Some(second.task_id);
     let leaf = store.spawn(leaf).await.unwrap();
-    let second_run = claim_one(&store).await;
+    let second_run = claim_one(&store, Q).await;
     assert_eq!(second_run.run.task_id, second.task_id);
     let error = TaskErrorInfo::new(FailureKind::NonRetryable, "declined");
     store

@@ -1,82 +1,30 @@
 //! The store through the port, on a real PostgreSQL: fields, idempotency, fencing, sleeps,
 //! retries and lease expiry.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-
-mod common;
-
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use durable_core::model::SleepCheckpoint;
-use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, NewTask, RunRef, SleepOutcome, WakeAt,
-    child_event_name,
-};
-use durable_core::{
-    CancellationPolicy, FailureKind, RetryStrategy, Store, StoreError, TaskErrorInfo, TaskStatus,
-};
-use durable_postgres_sqlx::SqlxStore;
+use durable_core::store::{AwaitOutcome, RunRef, SleepOutcome, WakeAt, child_event_name};
+use durable_core::{FailureKind, Store, StoreError, TaskErrorInfo, TaskStatus};
 use serde_json::json;
 
+use crate::common::{self, NAME, TestDriver, claim, claim_one, new_task, status};
+
 const Q: &str = "store-tests";
-const NAME: &str = "job";
 
-fn new_task(name: &str) -> NewTask {
-    NewTask {
-        queue: Q.into(),
-        task_name: name.into(),
-        params: json!({"n": 1}),
-        headers: BTreeMap::from([("trace".to_owned(), json!("abc"))]),
-        max_attempts: 3,
-        retry_strategy: RetryStrategy::Fixed {
-            base_delay: Duration::from_millis(250),
-        },
-        cancellation: CancellationPolicy {
-            max_pending_time: Some(Duration::from_millis(1500)),
-            max_running_time: None,
-        },
-        idempotency_key: None,
-        parent_task_id: None,
-        delay: None,
-    }
-}
-
-async fn claim(store: &SqlxStore, limit: usize, lease: Duration) -> ClaimBatch {
-    store
-        .claim(ClaimRequest {
-            queue: Q.into(),
-            worker_id: "tester".into(),
-            task_names: vec![NAME.into()],
-            limit,
-            lease,
-        })
-        .await
-        .unwrap()
-}
-
-async fn claim_one(store: &SqlxStore) -> ClaimedRun {
-    let mut batch = claim(store, 1, Duration::from_secs(60)).await;
-    assert_eq!(batch.runs.len(), 1, "one run expected");
-    batch.runs.remove(0)
-}
-
-async fn status(store: &SqlxStore, task_id: uuid::Uuid) -> TaskStatus {
-    store.task_result(task_id).await.unwrap().unwrap().status
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spawn_claim_complete_round_trip() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
+/// A task spawned, claimed, checkpointed and completed: every field of the claimed run, only
+/// registered names claimed, the result read back, nothing left to claim.
+pub(crate) async fn spawn_claim_complete_round_trip<D: TestDriver>() {
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
     store.ensure_queue(Q).await.unwrap();
-    let spawned = store.spawn(new_task(NAME)).await.unwrap();
+    let spawned = store.spawn(new_task(Q, NAME)).await.unwrap();
     assert!(spawned.created);
     assert_eq!(spawned.attempt, 1);
     assert_eq!(spawned.task_id.get_version_num(), 7, "ids are UUID v7");
 
-    let other = store.spawn(new_task("not-mine")).await.unwrap();
-    let run = claim_one(&store).await;
+    let other = store.spawn(new_task(Q, "not-mine")).await.unwrap();
+    let run = claim_one(&store, Q).await;
     assert_eq!(
         run.run.task_id, spawned.task_id,
         "only registered names are claimed"
@@ -87,8 +35,8 @@ async fn spawn_claim_complete_round_trip() {
     assert_eq!(run.params, json!({"n": 1}));
     assert_eq!(run.headers.get("trace"), Some(&json!("abc")));
     assert_eq!((run.attempt, run.max_attempts), (1, 3));
-    assert_eq!(run.retry_strategy, new_task(NAME).retry_strategy);
-    assert_eq!(run.cancellation, new_task(NAME).cancellation);
+    assert_eq!(run.retry_strategy, new_task(Q, NAME).retry_strategy);
+    assert_eq!(run.cancellation, new_task(Q, NAME).cancellation);
     assert_eq!(run.first_started_at, None, "first claim");
     assert!(run.created_at <= run.now);
     assert!(run.checkpoints.is_empty());
@@ -123,16 +71,17 @@ async fn spawn_claim_complete_round_trip() {
             .is_none()
     );
 
-    let batch = claim(&store, 10, Duration::from_secs(60)).await;
+    let batch = claim(&store, Q, 10, Duration::from_secs(60)).await;
     assert!(batch.runs.is_empty());
     assert_eq!(batch.next_wake_at, None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_key_returns_the_existing_task() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
-    let mut task = new_task(NAME);
+/// A spawn with a known idempotency key returns the existing task, also when eight spawns race
+/// with one key; the same key in another queue makes another task.
+pub(crate) async fn idempotency_key_returns_the_existing_task<D: TestDriver>() {
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
+    let mut task = new_task(Q, NAME);
     task.idempotency_key = Some("order-42".into());
     let first = store.spawn(task.clone()).await.unwrap();
     let second = store.spawn(task.clone()).await.unwrap();
@@ -157,12 +106,13 @@ async fn idempotency_key_returns_the_existing_task() {
     assert!(store.spawn(task).await.unwrap().created);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fenced_writes_are_refused_after_takeover_and_after_cancel() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
-    let spawned = store.spawn(new_task(NAME)).await.unwrap();
-    let first = claim(&store, 1, Duration::from_millis(200))
+/// The writes of a run whose lease expired, or of another queue, are refused as `LeaseLost`
+/// once another run took the task over, and as `Cancelled` once the task is cancelled.
+pub(crate) async fn fenced_writes_are_refused_after_takeover_and_after_cancel<D: TestDriver>() {
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
+    let spawned = store.spawn(new_task(Q, NAME)).await.unwrap();
+    let first = claim(&store, Q, 1, Duration::from_millis(200))
         .await
         .runs
         .remove(0);
@@ -182,7 +132,7 @@ async fn fenced_writes_are_refused_after_takeover_and_after_cancel() {
         Some(FailureKind::LeaseExpired)
     );
 
-    let second = claim_one(&store).await;
+    let second = claim_one(&store, Q).await;
     assert_eq!(second.attempt, 2);
     assert_ne!(second.run.run_id, first.run.run_id);
     assert!(second.first_started_at.is_some());
@@ -253,12 +203,13 @@ async fn fenced_writes_are_refused_after_takeover_and_after_cancel() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sleep_suspends_until_due_then_the_task_is_claimed_again() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
-    let spawned = store.spawn(new_task(NAME)).await.unwrap();
-    let run = claim_one(&store).await;
+/// A sleep suspends the run until its wake-up time, which the claim reports; the task is claimed
+/// again when due, as the same run, and the replay keeps the recorded time.
+pub(crate) async fn sleep_suspends_until_due_then_the_task_is_claimed_again<D: TestDriver>() {
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
+    let spawned = store.spawn(new_task(Q, NAME)).await.unwrap();
+    let run = claim_one(&store, Q).await;
     let outcome = store
         .sleep(
             &run.run,
@@ -272,14 +223,14 @@ async fn sleep_suspends_until_due_then_the_task_is_claimed_again() {
         panic!("expected a suspension, got {outcome:?}");
     };
     assert_eq!(status(&store, spawned.task_id).await, TaskStatus::Sleeping);
-    let early = claim(&store, 1, Duration::from_secs(60)).await;
+    let early = claim(&store, Q, 1, Duration::from_secs(60)).await;
     assert!(early.runs.is_empty(), "not due yet");
     assert_eq!(early.next_wake_at, Some(wake_at));
     let remaining = (wake_at - early.now).to_std().unwrap();
     assert!(remaining > Duration::from_millis(200) && remaining <= Duration::from_millis(400));
 
     tokio::time::sleep(remaining + Duration::from_millis(20)).await;
-    let resumed = claim_one(&store).await;
+    let resumed = claim_one(&store, Q).await;
     assert_eq!(
         resumed.run.run_id, run.run.run_id,
         "a resume is the same run"
@@ -316,11 +267,12 @@ async fn sleep_suspends_until_due_then_the_task_is_claimed_again() {
     assert_eq!(status(&store, spawned.task_id).await, TaskStatus::Running);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_task_makes_a_failed_task_run_again() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
-    let mut task = new_task(NAME);
+/// `retry_task` refuses a task that did not fail and an unknown one; a failed task runs once more,
+/// as a new run that keeps the checkpoints.
+pub(crate) async fn retry_task_makes_a_failed_task_run_again<D: TestDriver>() {
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
+    let mut task = new_task(Q, NAME);
     task.max_attempts = 1;
     let spawned = store.spawn(task).await.unwrap();
     let refused = store.retry_task(Q, spawned.task_id).await;
@@ -333,7 +285,7 @@ async fn retry_task_makes_a_failed_task_run_again() {
         matches!(missing, Err(StoreError::NotFound { .. })),
         "{missing:?}"
     );
-    let run = claim_one(&store).await;
+    let run = claim_one(&store, Q).await;
     store
         .write_checkpoint(&run.run, "kept", json!("yes"), Duration::from_secs(60))
         .await
@@ -359,7 +311,7 @@ async fn retry_task_makes_a_failed_task_run_again() {
         (spawned.task_id, 2, false)
     );
     assert_ne!(retried.run_id, run.run.run_id);
-    let again = claim_one(&store).await;
+    let again = claim_one(&store, Q).await;
     assert_eq!(
         (again.attempt, again.max_attempts),
         (2, 2),
@@ -369,17 +321,18 @@ async fn retry_task_makes_a_failed_task_run_again() {
     assert_eq!(again.checkpoints.get("kept"), Some(&json!("yes")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lease_expiry_without_attempts_left_fails_and_tells_the_parent() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
-    let parent = store.spawn(new_task(NAME)).await.unwrap();
-    let parent_run = claim_one(&store).await;
-    let mut child = new_task(NAME);
+/// A lease that expires on the last attempt fails the task and wakes the parent joining it; the
+/// late run's writes are refused.
+pub(crate) async fn lease_expiry_without_attempts_left_fails_and_tells_the_parent<D: TestDriver>() {
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
+    let parent = store.spawn(new_task(Q, NAME)).await.unwrap();
+    let parent_run = claim_one(&store, Q).await;
+    let mut child = new_task(Q, NAME);
     child.parent_task_id = Some(parent.task_id);
     child.max_attempts = 1;
     let child = store.spawn(child).await.unwrap();
-    let child_run = claim(&store, 1, Duration::from_millis(100))
+    let child_run = claim(&store, Q, 1, Duration::from_millis(100))
         .await
         .runs
         .remove(0);

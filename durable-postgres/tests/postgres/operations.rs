@@ -1,18 +1,14 @@
 //! Operations on a real PostgreSQL: result notifications, schedules under several workers, and
 //! retention holding a 100,000-task table at a steady size.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use durable_core::{Task, TaskContext, TaskResult, WorkerOptions, async_trait};
+use durable_postgres::{Driver, Listener, Param, Row};
 use serde_json::{Value, json};
-use sqlx::postgres::PgListener;
 
-use common::{client, database, eventually};
+use crate::common::{self, TestDriver, client, database, eventually};
 
 struct Echo;
 
@@ -30,14 +26,16 @@ impl Task for Echo {
 
 /// Only tasks someone waits for notify their end: the completion of any other task sends
 /// nothing on the channel.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_watched_tasks_notify_their_end() {
-    let db = database().await;
-    let client = client(&db, "notify").await;
+pub(crate) async fn only_watched_tasks_notify_their_end<D: TestDriver>() {
+    let db = database::<D>().await;
+    let client = client::<D>(&db, "notify").await;
     client.register::<Echo>().await;
-    let mut listener = PgListener::connect(db.url()).await.unwrap();
-    listener
-        .listen(durable_postgres_sql::FINISH_CHANNEL)
+    let driver = client.store().driver().clone();
+    let mut listener = driver
+        .listen(
+            &[durable_postgres_sql::FINISH_CHANNEL],
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
 
@@ -51,29 +49,24 @@ async fn only_watched_tasks_notify_their_end() {
                 .await
         })
     };
+    let notify_finish = |task_id| {
+        let driver = driver.clone();
+        async move {
+            common::boolean(
+                &driver,
+                "SELECT notify_finish AS value FROM durable.tasks WHERE task_id = $1::uuid",
+                &[Param::Uuid(Some(task_id))],
+            )
+            .await
+        }
+    };
     eventually(
         "the waiter asked for a notification",
         Duration::from_secs(10),
-        || {
-            let pool = client.pool().clone();
-            async move {
-                sqlx::query_scalar::<_, bool>(
-                    "SELECT notify_finish FROM durable.tasks WHERE task_id = $1",
-                )
-                .bind(watched)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-            }
-        },
+        || notify_finish(watched),
     )
     .await;
-    let flag: bool =
-        sqlx::query_scalar("SELECT notify_finish FROM durable.tasks WHERE task_id = $1")
-            .bind(unwatched)
-            .fetch_one(client.pool())
-            .await
-            .unwrap();
+    let flag = notify_finish(unwatched).await;
     assert!(!flag);
 
     assert_eq!(
@@ -84,22 +77,22 @@ async fn only_watched_tasks_notify_their_end() {
         2
     );
     assert_eq!(waiter.await.unwrap().unwrap(), json!(2));
-    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.next())
         .await
         .expect("a notification")
         .unwrap();
-    assert_eq!(first.payload(), watched.to_string());
+    assert_eq!(first.channel, durable_postgres_sql::FINISH_CHANNEL);
+    assert_eq!(first.payload, watched.to_string());
     // The unwatched task completed in the same batch and sent nothing.
-    let next = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    let next = tokio::time::timeout(Duration::from_millis(500), listener.next()).await;
     assert!(next.is_err(), "no other notification: {next:?}");
 }
 
 /// Three workers firing one every-second schedule for a few seconds: one task per tick, every
 /// tick in the window fired.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_workers_fire_each_tick_once() {
-    let db = database().await;
-    let client = client(&db, "cron").await;
+pub(crate) async fn three_workers_fire_each_tick_once<D: TestDriver>() {
+    let db = database::<D>().await;
+    let client = client::<D>(&db, "cron").await;
     client.register::<Echo>().await;
     client
         .create_schedule::<Echo>("every-second", "* * * * * *", json!("tick"))
@@ -120,13 +113,17 @@ async fn three_workers_fire_each_tick_once() {
     for worker in workers {
         worker.shutdown().await;
     }
-    let ticks: Vec<String> = sqlx::query_scalar(
-        "SELECT headers->>'durable.scheduled_at' FROM durable.tasks \
+    let rows = common::query(
+        client.store().driver(),
+        "SELECT headers->>'durable.scheduled_at' AS tick FROM durable.tasks \
          WHERE headers->>'durable.schedule' = 'every-second' ORDER BY 1",
+        &[],
     )
-    .fetch_all(client.pool())
-    .await
-    .unwrap();
+    .await;
+    let ticks: Vec<String> = rows
+        .iter()
+        .map(|row| row.text("tick").unwrap().expect("a tick").to_owned())
+        .collect();
     let distinct: BTreeSet<&String> = ticks.iter().collect();
     assert_eq!(distinct.len(), ticks.len(), "a tick fired twice: {ticks:?}");
     assert!(ticks.len() >= 3, "ticks fired in 4.5 s: {ticks:?}");
@@ -145,58 +142,56 @@ const HISTORY: i64 = 100_000;
 
 /// Adds `HISTORY` tasks that finished two hours ago, each with one checkpoint: the history a
 /// steady load leaves behind.
-async fn add_history(pool: &sqlx::PgPool, queue: &str) {
-    sqlx::query(
+async fn add_history<D: Driver>(driver: &D, queue: &str) {
+    common::query(
+        driver,
         "WITH t AS (
              INSERT INTO durable.tasks (task_id, queue_name, task_name, params, max_attempts,
                                         retry_strategy, cancellation, state, attempt, run_id,
                                         created_at, finished_at, output)
-             SELECT durable.uuid_v7(), $1, 'echo', jsonb_build_object('n', g), 1,
+             SELECT durable.uuid_v7(), $1::text, 'echo', jsonb_build_object('n', g), 1,
                     '{\"kind\": \"none\"}', '{}', 'completed', 1, durable.uuid_v7(),
                     now() - interval '3 hours', now() - interval '2 hours', '\"done\"'
                FROM generate_series(1, $2::bigint) g
              RETURNING task_id, run_id)
          INSERT INTO durable.checkpoints (task_id, name, value, run_id, updated_at)
          SELECT task_id, 'echo', '\"done\"', run_id, now() - interval '2 hours' FROM t",
+        &[Param::Text(Some(queue)), Param::Int8(Some(HISTORY))],
     )
-    .bind(queue)
-    .bind(HISTORY)
-    .execute(pool)
-    .await
-    .unwrap();
+    .await;
 }
 
-async fn size(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query("VACUUM durable.tasks, durable.checkpoints")
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query_scalar(
-        "SELECT pg_total_relation_size('durable.tasks') + pg_total_relation_size('durable.checkpoints')",
+async fn size<D: Driver>(driver: &D) -> i64 {
+    common::query(driver, "VACUUM durable.tasks, durable.checkpoints", &[]).await;
+    common::int8(
+        driver,
+        "SELECT pg_total_relation_size('durable.tasks') \
+                + pg_total_relation_size('durable.checkpoints') AS value",
+        &[],
     )
-    .fetch_one(pool)
     .await
-    .unwrap()
 }
 
-async fn finished(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM durable.tasks WHERE state = 'completed'")
-        .fetch_one(pool)
-        .await
-        .unwrap()
+async fn finished<D: Driver>(driver: &D) -> i64 {
+    common::int8(
+        driver,
+        "SELECT count(*) AS value FROM durable.tasks WHERE state = 'completed'",
+        &[],
+    )
+    .await
 }
 
 /// A worker with a one-hour retention deletes each new 100,000-task history in bounded
 /// batches while it goes on running new tasks, and (with the regular VACUUM that autovacuum
 /// does) the tables level off instead of growing by one history per round.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_keeps_a_100k_task_table_at_its_steady_size() {
-    let db = database().await;
-    let client = client(&db, "history").await;
+pub(crate) async fn retention_keeps_a_100k_task_table_at_its_steady_size<D: TestDriver>() {
+    let _alone = common::one_heavy_case_at_a_time().await;
+    let db = database::<D>().await;
+    let client = client::<D>(&db, "history").await;
     client.register::<Echo>().await;
-    let pool = client.pool().clone();
-    add_history(&pool, "history").await;
-    let steady = size(&pool).await;
+    let driver = client.store().driver().clone();
+    add_history(&driver, "history").await;
+    let steady = size(&driver).await;
     println!(
         "one history of {HISTORY} finished tasks: {} kB",
         steady / 1024
@@ -219,8 +214,8 @@ async fn retention_keeps_a_100k_task_table_at_its_steady_size() {
             .await
             .unwrap();
         eventually("the history is deleted", Duration::from_secs(180), || {
-            let pool = pool.clone();
-            async move { finished(&pool).await <= 200 * round }
+            let driver = driver.clone();
+            async move { finished(&driver).await <= 200 * round }
         })
         .await;
         let purge_time = started.elapsed();
@@ -229,20 +224,20 @@ async fn retention_keeps_a_100k_task_table_at_its_steady_size() {
             assert!(result.is_some(), "recent tasks are kept");
         }
         eventually("the live tasks ran", Duration::from_secs(60), || {
-            let pool = pool.clone();
-            async move { finished(&pool).await >= 200 * round }
+            let driver = driver.clone();
+            async move { finished(&driver).await >= 200 * round }
         })
         .await;
-        let orphans: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM durable.checkpoints c \
+        let orphans = common::int8(
+            &driver,
+            "SELECT count(*) AS value FROM durable.checkpoints c \
              WHERE NOT EXISTS (SELECT 1 FROM durable.tasks t WHERE t.task_id = c.task_id)",
+            &[],
         )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        .await;
         assert_eq!(orphans, 0);
-        add_history(&pool, "history").await;
-        let now = size(&pool).await;
+        add_history(&driver, "history").await;
+        let now = size(&driver).await;
         println!(
             "round {round}: history deleted in {:.1} s; after the next history: {} kB",
             purge_time.as_secs_f64(),

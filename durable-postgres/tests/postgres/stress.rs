@@ -1,10 +1,6 @@
 //! Concurrency and scale on a real PostgreSQL: racing multi-row operations never deadlock, and
 //! claims stay fast with a million finished tasks in the table.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -12,9 +8,11 @@ use durable_core::store::{AwaitOutcome, ClaimRequest, ClaimedRun, NewTask, child
 use durable_core::{
     CancellationPolicy, FailureKind, RetryStrategy, Store, StoreError, TaskErrorInfo, TaskStatus,
 };
-use durable_postgres_sqlx::SqlxStore;
+use durable_postgres::{Driver, Param, PgStore};
 use serde_json::json;
 use uuid::Uuid;
+
+use crate::common::{self, TestDriver};
 
 const Q: &str = "stress";
 
@@ -33,7 +31,7 @@ fn new_task(parent: Option<Uuid>) -> NewTask {
     }
 }
 
-async fn claim_exact(store: &SqlxStore, task_id: Uuid) -> ClaimedRun {
+async fn claim_exact<D: Driver>(store: &PgStore<D>, task_id: Uuid) -> ClaimedRun {
     // Claims everything due; the tests spawn one task at a time, so that is the one.
     let batch = store
         .claim(ClaimRequest {
@@ -60,19 +58,12 @@ fn acceptable<T: std::fmt::Debug>(what: &str, result: Result<T, StoreError>) {
 /// Families of parent, child and grandchild, plus tasks awaiting shared events; then, all at
 /// once: the children complete and fail, the parents are cancelled (cascading), shared events
 /// are emitted, awaiting tasks are cancelled and leases are checked. No call may fail with an
-/// error, and PostgreSQL must have detected no deadlock (the adapter's retry would hide one).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_cancel_complete_fail_and_emit_never_deadlock() {
+/// error, and PostgreSQL must have detected no deadlock (the store's retry would hide one).
+pub(crate) async fn racing_cancel_complete_fail_and_emit_never_deadlock<D: TestDriver>() {
     const FAMILIES: usize = 120;
     const SHARED: usize = 8;
-    let db = common::database().await;
-    let store = SqlxStore::poll_only(
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(32)
-            .connect(db.url())
-            .await
-            .unwrap(),
-    );
+    let db = common::database::<D>().await;
+    let store = PgStore::<D>::poll_only(common::driver::<D>(&db, 32).await);
     let mut families = Vec::new();
     for i in 0..FAMILIES {
         let parent = store.spawn(new_task(None)).await.unwrap();
@@ -156,11 +147,11 @@ async fn racing_cancel_complete_fail_and_emit_never_deadlock() {
     }
 
     // Statistics of a backend are flushed when it exits: close the pool, then read them.
-    let pool = store.pool().clone();
+    let driver = store.driver().clone();
     drop(store);
-    pool.close().await;
-    let admin = sqlx::PgPool::connect(db.url()).await.unwrap();
-    let deadlocks: i64 = common_deadlocks(&admin).await;
+    driver.close().await;
+    let admin = common::driver::<D>(&db, 1).await;
+    let deadlocks = deadlocks_detected(&admin).await;
     println!(
         "{} racing operations over {FAMILIES} families in {elapsed:?}; deadlocks detected: {deadlocks}",
         FAMILIES * 3 + FAMILIES / 3 + FAMILIES / 10 + SHARED
@@ -168,16 +159,17 @@ async fn racing_cancel_complete_fail_and_emit_never_deadlock() {
     assert_eq!(deadlocks, 0, "the lock order must prevent every deadlock");
 }
 
-async fn common_deadlocks(pool: &sqlx::PgPool) -> i64 {
+/// The deadlocks PostgreSQL detected in the current database, read through `driver`.
+async fn deadlocks_detected<D: Driver>(driver: &D) -> i64 {
     let mut deadlocks = 0;
     // Flushing is asynchronous: look a few times.
     for _ in 0..20 {
-        deadlocks = sqlx::query_scalar(
-            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+        deadlocks = common::int8(
+            driver,
+            "SELECT deadlocks AS value FROM pg_stat_database WHERE datname = current_database()",
+            &[],
         )
-        .fetch_one(pool)
-        .await
-        .unwrap();
+        .await;
         if deadlocks > 0 {
             break;
         }
@@ -188,26 +180,22 @@ async fn common_deadlocks(pool: &sqlx::PgPool) -> i64 {
 
 /// A million finished tasks in the table: claiming, recovering leases, spawning and reading a
 /// result stay in the milliseconds, since the partial indexes leave finished rows out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_stay_fast_with_a_million_finished_tasks() {
-    let db = common::database().await;
-    let store = common::store(&db).await;
+pub(crate) async fn claims_stay_fast_with_a_million_finished_tasks<D: TestDriver>() {
+    let _alone = common::one_heavy_case_at_a_time().await;
+    let db = common::database::<D>().await;
+    let store = common::store::<D>(&db).await;
     let filled = Instant::now();
-    sqlx::query(
+    common::query(
+        store.driver(),
         "INSERT INTO durable.tasks (task_id, queue_name, task_name, params, max_attempts, \
          retry_strategy, cancellation, state, attempt, run_id, created_at, finished_at, output)
-         SELECT gen_random_uuid(), $1, 'job', 'null', 1, '{\"kind\":\"none\"}', '{}', 'completed', \
-                1, gen_random_uuid(), now(), now(), '1'
+         SELECT gen_random_uuid(), $1::text, 'job', 'null', 1, '{\"kind\":\"none\"}', '{}', \
+                'completed', 1, gen_random_uuid(), now(), now(), '1'
            FROM generate_series(1, 1000000)",
+        &[Param::Text(Some(Q))],
     )
-    .bind(Q)
-    .execute(store.pool())
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE durable.tasks")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    .await;
+    common::query(store.driver(), "ANALYZE durable.tasks", &[]).await;
     println!(
         "inserted a million finished tasks in {:?}",
         filled.elapsed()
