@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use durable_core::store::{ClaimBatch, ClaimRequest, ClaimedRun, NewTask};
 use durable_core::{CancellationPolicy, RetryStrategy, Store, TaskStatus};
-use durable_postgres::{Connect, Driver, Durable, Param, PgStore, Row};
+use durable_postgres::{Connect, Decodes, Driver, Durable, Param, PgStore};
 use durable_postgres_native::NativeDriver;
 use durable_postgres_sqlx::SqlxDriver;
 use durable_testing::postgres::{TestDatabase, template_key};
@@ -63,7 +63,7 @@ pub(crate) async fn database<D: TestDriver>() -> TestDatabase {
     let key = template_key(&D::NAME.replace('-', "_"), &migrations);
     TestDatabase::create(&key, |url| async move {
         let driver = D::connect(D::parse_url(&url)?, &D::Options::default(), 1).await?;
-        driver.migrate().await?;
+        durable_postgres::migrate::on_pool(&driver).await?;
         driver.close().await;
         Ok(())
     })
@@ -119,7 +119,7 @@ pub(crate) async fn int8<D: Driver>(driver: &D, statement: &str, params: &[Param
     let [row] = rows.as_slice() else {
         panic!("{statement}: {} rows, one expected", rows.len());
     };
-    row.int8("value")
+    Decodes::<'_, i64>::decode(row, "value")
         .unwrap_or_else(|e| panic!("{statement}: {e}"))
         .unwrap_or_else(|| panic!("{statement}: NULL"))
 }
@@ -131,7 +131,7 @@ pub(crate) async fn boolean<D: Driver>(driver: &D, statement: &str, params: &[Pa
     let [row] = rows.as_slice() else {
         panic!("{statement}: {} rows, one expected", rows.len());
     };
-    row.boolean("value")
+    Decodes::<'_, bool>::decode(row, "value")
         .unwrap_or_else(|e| panic!("{statement}: {e}"))
         .unwrap_or_else(|| panic!("{statement}: NULL"))
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use durable_core::{Task, TaskContext, TaskResult, WorkerOptions, async_trait};
-use durable_postgres::{Driver, Listener, Param, Row};
+use durable_postgres::{Decodes, Driver, Listener, Param};
 use serde_json::{Value, json};
 
 use crate::common::{self, TestDriver, client, database, eventually};
@@ -122,7 +122,11 @@ pub(crate) async fn three_workers_fire_each_tick_once<D: TestDriver>() {
     .await;
     let ticks: Vec<String> = rows
         .iter()
-        .map(|row| row.text("tick").unwrap().expect("a tick").to_owned())
+        .map(|row| {
+            Decodes::<'_, String>::decode(row, "tick")
+                .unwrap()
+                .expect("a tick")
+        })
         .collect();
     let distinct: BTreeSet<&String> = ticks.iter().collect();
     assert_eq!(distinct.len(), ticks.len(), "a tick fired twice: {ticks:?}");
