@@ -324,7 +324,7 @@ impl TaskError {
             TaskError::Failed { error, .. } => format!("{error:#}"),
             other => other.to_string(),
         };
-        TaskErrorInfo { kind, message }
+        TaskErrorInfo::new(kind, message)
     }
 }
 

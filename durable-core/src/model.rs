@@ -95,6 +95,10 @@ pub enum FailureKind {
     InvalidOutput,
     /// The task was cancelled.
     Cancelled,
+    /// What the store holds for the task (its params, headers, options or a checkpoint) does
+    /// not read back: the task fails alone, without retry, since every attempt would read the
+    /// same data.
+    Unreadable,
 }
 
 /// A recorded failure of an attempt.
@@ -107,11 +111,12 @@ pub struct TaskErrorInfo {
 }
 
 impl TaskErrorInfo {
-    /// A failure record.
+    /// A failure record, its message made storable by [`policy::error_text`](crate::policy::error_text)
+    /// (NUL characters escaped, at most 64 KiB).
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         TaskErrorInfo {
             kind,
-            message: message.into(),
+            message: crate::policy::error_text(&message.into()),
         }
     }
 }

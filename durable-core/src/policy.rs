@@ -148,8 +148,14 @@ pub fn validate_user_name(kind: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The deepest nesting of arrays and objects a stored JSON value may have. JSON readers refuse
+/// values nested deeper than 128 levels, and `durable` wraps some values in a few levels of its
+/// own (an awaited subtask's output), so a value that deep would be stored but never read back.
+pub const MAX_JSON_DEPTH: usize = 100;
+
 /// Checks a JSON value that `durable` is about to store (params, headers, a step's result, an
-/// output, an event payload): its serialized form must be at most `max_bytes` long, and no
+/// output, an event payload), so that what is stored always reads back: its serialized form must
+/// be at most `max_bytes` long, it may be nested at most [`MAX_JSON_DEPTH`] levels deep, and no
 /// string or key in it may hold the NUL character, which PostgreSQL cannot store in `jsonb`.
 /// `what` names the value in the message.
 pub fn check_payload(
@@ -158,22 +164,28 @@ pub fn check_payload(
     max_bytes: usize,
 ) -> Result<(), String> {
     use serde_json::Value;
-    let mut stack = vec![value];
-    while let Some(value) = stack.pop() {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        if depth > MAX_JSON_DEPTH {
+            return Err(format!(
+                "{what} is nested more than {MAX_JSON_DEPTH} levels deep, which could not be read \
+                 back"
+            ));
+        }
         match value {
             Value::String(s) if s.contains('\0') => {
                 return Err(format!(
                     "{what} holds a string with a NUL character (\\u0000), which cannot be stored"
                 ));
             }
-            Value::Array(items) => stack.extend(items),
+            Value::Array(items) => stack.extend(items.iter().map(|item| (item, depth + 1))),
             Value::Object(map) => {
                 if map.keys().any(|k| k.contains('\0')) {
                     return Err(format!(
                         "{what} holds a key with a NUL character (\\u0000), which cannot be stored"
                     ));
                 }
-                stack.extend(map.values());
+                stack.extend(map.values().map(|item| (item, depth + 1)));
             }
             _ => {}
         }
@@ -206,6 +218,33 @@ impl std::io::Write for Counter {
     }
 }
 
+/// The longest error message stored for a failure, in bytes (64 KiB): a longer one is cut and
+/// marked by [`error_text`].
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// An error message as it is stored for a failure: every NUL character (which PostgreSQL cannot
+/// store) written as `\0`, and a message longer than [`MAX_ERROR_BYTES`] cut at a character
+/// boundary, with a marker that says how long it was.
+pub fn error_text(message: &str) -> String {
+    let clean = if message.contains('\0') {
+        std::borrow::Cow::Owned(message.replace('\0', "\\0"))
+    } else {
+        std::borrow::Cow::Borrowed(message)
+    };
+    if clean.len() <= MAX_ERROR_BYTES {
+        return clean.into_owned();
+    }
+    let marker = format!(" [... cut: {} bytes in all]", clean.len());
+    let mut end = MAX_ERROR_BYTES.saturating_sub(marker.len());
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut text = String::with_capacity(end + marker.len());
+    text.push_str(&clean[..end]);
+    text.push_str(&marker);
+    text
+}
+
 /// Checks a duration against [`MAX_DURATION`] and converts it for timestamp arithmetic.
 pub fn checked_duration(what: &str, duration: Duration) -> Result<chrono::Duration, String> {
     if duration > MAX_DURATION {
@@ -220,6 +259,23 @@ pub fn checked_duration(what: &str, duration: Duration) -> Result<chrono::Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_texts_lose_their_nul_characters_and_their_excess() {
+        assert_eq!(error_text("plain"), "plain");
+        assert_eq!(error_text("a\0b"), "a\\0b");
+        let huge = "é".repeat(MAX_ERROR_BYTES);
+        let cut = error_text(&huge);
+        assert!(cut.len() <= MAX_ERROR_BYTES, "{}", cut.len());
+        assert!(cut.starts_with("éé"));
+        assert!(
+            cut.ends_with(&format!(" [... cut: {} bytes in all]", huge.len())),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+        let exact = "x".repeat(MAX_ERROR_BYTES);
+        assert_eq!(error_text(&exact), exact);
+    }
 
     fn ms(ms: u64) -> Duration {
         Duration::from_millis(ms)

@@ -30,9 +30,11 @@ impl<T: Serialize + fmt::Display> Report for T {}
 /// an error.
 pub(crate) fn print(format: Format, report: &impl Report) -> Result<(), CliError> {
     let mut text = match format {
-        Format::Text => report.to_string(),
-        Format::Json => serde_json::to_string_pretty(report)
-            .map_err(|e| CliError::runtime("serializing the result failed", e))?,
+        Format::Text => escape_controls(&report.to_string()),
+        Format::Json => escape_json_controls(
+            &serde_json::to_string_pretty(report)
+                .map_err(|e| CliError::runtime("serializing the result failed", e))?,
+        ),
     };
     if !text.ends_with('\n') {
         text.push('\n');
@@ -47,6 +49,36 @@ pub(crate) fn print(format: Format, report: &impl Report) -> Result<(), CliError
         }
         _ => Ok(()),
     }
+}
+
+/// Text for a terminal: every control character but the line break written as an escape
+/// (`\u{1b}`), so nothing a task stored (names, payloads, error texts) can move the cursor,
+/// change colours or retitle the operator's terminal.
+pub(crate) fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// JSON for a terminal: serde_json escapes the controls below U+0020; the others (U+007F to
+/// U+009F, such as the one-character CSI) are escaped too. They only occur inside strings,
+/// where `\u00XX` means the same character.
+pub(crate) fn escape_json_controls(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A moment for text output: RFC 3339 in UTC, to the millisecond.
@@ -92,6 +124,25 @@ pub(crate) fn error_line(error: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let hostile = "red \u{1b}[31mtext\u{7}\r\tend\u{9b}2J\nnext";
+        let text = escape_controls(hostile);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("\\u{1b}[31m") && text.contains("\nnext"),
+            "{text}"
+        );
+        let json = serde_json::to_string(&json!({ "message": hostile })).unwrap_or_default();
+        let escaped = escape_json_controls(&json);
+        assert!(!escaped.chars().any(char::is_control), "{escaped:?}");
+        let back: Value = serde_json::from_str(&escaped).unwrap_or_default();
+        assert_eq!(back["message"], hostile, "the JSON still means the same");
+    }
 
     #[test]
     fn errors_read_as_kind_and_message() {

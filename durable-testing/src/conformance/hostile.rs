@@ -135,6 +135,73 @@ pub async fn nul_characters_are_refused_before_reaching_the_store<B: StoreBuilde
     assert_eq!(case.output(id).await, vec![json!("no nul here: \\u0000")]);
 }
 
+/// Fails every attempt with an error text no store can keep as it is: holding NUL characters
+/// (`"nul"`) or of a mebibyte (`"huge"`).
+struct UnstorableError;
+
+#[async_trait]
+impl Task for UnstorableError {
+    const NAME: &'static str = "conformance.unstorable-error";
+    type Params = String;
+    type Output = ();
+
+    async fn run(what: String, _ctx: TaskContext) -> TaskResult<()> {
+        let message = match what.as_str() {
+            "nul" => "before\u{0}after\u{0}".to_owned(),
+            _ => "e".repeat(1 << 20),
+        };
+        Err(durable_core::TaskError::failed(message))
+    }
+}
+
+/// Error texts with NUL characters, or far too long, are recorded like any other, at once: the
+/// attempt is retried after its delay and the task fails when none is left (a failure that
+/// cannot be written used to wait out the whole lease, its text lost). NUL is written `\0`; a
+/// text is cut at 64 KiB with a marker saying how long it was.
+pub async fn error_texts_are_stored_whatever_they_hold<B: StoreBuilder>(b: &B) {
+    let case = Case::new(b).await;
+    case.client.register::<UnstorableError>().await;
+    let two_attempts = || SpawnOptions {
+        max_attempts: Some(2),
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    for what in ["nul", "huge"] {
+        let spawned = case
+            .client
+            .spawn_with_options::<UnstorableError>(what.into(), two_attempts())
+            .await;
+        ids.push(spawned.unwrap().task_id);
+    }
+    let fine = case.spawn(vec![step("ok", json!(1))]).await;
+    case.run().await;
+    let nul = case.poll(ids[0]).await;
+    assert_eq!(nul.status, TaskStatus::Failed, "{nul:?}");
+    assert_eq!(
+        nul.error.map(|e| e.message),
+        Some("before\\0after\\0".to_owned())
+    );
+    let huge = case.poll(ids[1]).await;
+    assert_eq!(huge.status, TaskStatus::Failed, "{huge:?}");
+    let message = huge.error.map(|e| e.message).unwrap_or_default();
+    assert!(
+        message.len() <= durable_core::policy::MAX_ERROR_BYTES,
+        "{}",
+        message.len()
+    );
+    assert!(message.starts_with("eeee"));
+    assert!(
+        message.ends_with(&format!("[... cut: {} bytes in all]", 1 << 20)),
+        "{}",
+        &message[message.len().saturating_sub(60)..]
+    );
+    assert_eq!(
+        case.output(fine).await,
+        vec![json!(1)],
+        "nothing else disturbed"
+    );
+}
+
 /// A task whose registered name is full of SQL and format metacharacters.
 struct HostileName;
 

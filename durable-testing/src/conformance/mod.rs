@@ -286,6 +286,7 @@ macro_rules! conformance_tests {
             bad_input::zero_max_attempts_is_refused,
             hostile::oversized_payloads_are_refused_with_a_clear_error,
             hostile::nul_characters_are_refused_before_reaching_the_store,
+            hostile::error_texts_are_stored_whatever_they_hold,
             hostile::sql_metacharacters_are_plain_data_everywhere,
             hostile::values_that_do_not_survive_json_are_refused,
             hostile::unknown_task_names_wait_without_burning_attempts,
