@@ -32,24 +32,24 @@
 //!
 //! # Migration protocol
 //!
-//! Every adapter applies [`MIGRATIONS`] the same way, which is safe when several processes start
-//! at once:
+//! Every adapter applies [`MIGRATIONS`] the same way (`durable-postgres` runs it for every
+//! driver), which is safe when several processes start at once and needs no DDL right when the
+//! schema is up to date:
 //!
-//! 1. On one dedicated connection (not through a pool that may switch connections), run
-//!    [`migrate::LOCK`] with [`MIGRATION_LOCK_KEY`]: a session advisory lock that serializes
-//!    migrating processes.
-//! 2. Run [`migrate::BOOTSTRAP`] (simple query protocol: it holds two statements), which creates
-//!    the schema `durable` and the table `durable.schema_migrations` if missing.
-//! 3. Read the applied versions with [`migrate::APPLIED_VERSIONS`].
-//! 4. For each migration of [`MIGRATIONS`] (in order) whose version is not applied: in one
-//!    transaction, run its [`Migration::sql`] (simple query protocol) and
-//!    [`migrate::RECORD`] with its version and name; commit.
-//! 5. Run [`migrate::UNLOCK`] with [`MIGRATION_LOCK_KEY`]. If anything failed after step 1,
-//!    unlock anyway, or close the connection (which releases the lock) rather than return it to
-//!    a pool.
+//! 1. Run [`migrate::TABLE_EXISTS`], then [`migrate::APPLIED_VERSIONS`] if the table exists: if
+//!    every version of [`MIGRATIONS`] is applied, stop.
+//! 2. For each missing migration, in one transaction: `SET LOCAL lock_timeout` to the longest
+//!    wait allowed, [`migrate::LOCK_XACT`] with [`MIGRATION_LOCK_KEY`] (a transaction-level
+//!    advisory lock, released at commit or rollback whatever happens to the connection),
+//!    [`migrate::BOOTSTRAP`] (simple query protocol: it holds two statements), read the applied
+//!    versions again, run the first missing [`Migration::sql`] (simple query protocol) and
+//!    [`migrate::RECORD`] with its version and name; commit. When none is missing, commit and
+//!    stop.
 //!
+//! Migrations run on a direct connection, not through a connection pooler in transaction mode.
 //! Versions recorded in the database but unknown to [`MIGRATIONS`] (a newer release migrated
-//! it) are left alone.
+//! it) are left alone. The session-level [`migrate::LOCK`] and [`migrate::UNLOCK`] of earlier
+//! releases are kept for tools that still use them.
 //!
 //! ```
 //! use durable_postgres_sql::MIGRATIONS;
@@ -97,9 +97,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "operations",
         sql: include_str!("../migrations/0005_operations.sql"),
     },
+    Migration {
+        version: 6,
+        name: "claim_rows",
+        sql: include_str!("../migrations/0006_claim_rows.sql"),
+    },
 ];
 
-/// The key of the session advisory lock (`pg_advisory_lock(bigint)`) held while migrating: the
+/// The key of the advisory lock held while migrating (`pg_advisory_xact_lock(bigint)`): the
 /// bytes of `durable!`.
 pub const MIGRATION_LOCK_KEY: i64 = 0x6475_7261_626c_6521;
 
@@ -129,10 +134,20 @@ pub const fn latest_version() -> i64 {
 
 /// Statement texts of the [migration protocol](crate#migration-protocol).
 pub mod migrate {
-    /// Takes the migration lock. Parameter: `$1 bigint` = [`MIGRATION_LOCK_KEY`](crate::MIGRATION_LOCK_KEY).
+    /// Whether `durable.schema_migrations` exists. No parameter. One row: `present boolean`.
+    pub const TABLE_EXISTS: &str =
+        "SELECT to_regclass('durable.schema_migrations') IS NOT NULL AS present";
+
+    /// Takes the migration lock until the end of the transaction, waiting at most the
+    /// transaction's `lock_timeout`. Parameter: `$1 bigint` =
+    /// [`MIGRATION_LOCK_KEY`](crate::MIGRATION_LOCK_KEY).
+    pub const LOCK_XACT: &str = "SELECT pg_advisory_xact_lock($1::bigint)";
+
+    /// Takes the migration lock for the session (the protocol of earlier releases). Parameter:
+    /// `$1 bigint` = [`MIGRATION_LOCK_KEY`](crate::MIGRATION_LOCK_KEY).
     pub const LOCK: &str = "SELECT pg_advisory_lock($1::bigint)";
 
-    /// Releases the migration lock. Parameter: `$1 bigint` = [`MIGRATION_LOCK_KEY`](crate::MIGRATION_LOCK_KEY).
+    /// Releases the session's migration lock. Parameter: `$1 bigint` = [`MIGRATION_LOCK_KEY`](crate::MIGRATION_LOCK_KEY).
     /// Returns one boolean: whether the lock was held.
     pub const UNLOCK: &str = "SELECT pg_advisory_unlock($1::bigint)";
 
@@ -184,7 +199,7 @@ mod tests {
     const STATEMENTS: &[&str] = &[
         statements::ENSURE_QUEUE,
         statements::SPAWN_TASK,
-        statements::CLAIM_RUNS,
+        statements::CLAIM_TASKS,
         statements::EXPIRE_LEASES,
         statements::WRITE_CHECKPOINT,
         statements::EXTEND_LEASE,

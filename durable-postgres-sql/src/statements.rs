@@ -21,21 +21,27 @@ pub const ENSURE_QUEUE: &str = "SELECT durable.ensure_queue($1::text)";
 pub const SPAWN_TASK: &str = "SELECT task_id, run_id, attempt, created FROM durable.spawn_task(\
 $1::text, $2::text, $3::jsonb, $4::jsonb, $5::integer, $6::jsonb, $7::jsonb, $8::text, $9::uuid, $10::bigint)";
 
-/// Claims due runs.
+/// Claims due runs, with the checkpoints of their tasks.
 ///
 /// Parameters: `$1 text` queue, `$2 text` worker id, `$3 text[]` task names, `$4 integer`
 /// limit, `$5 bigint` lease in microseconds.
 ///
-/// Rows: `task_id uuid, run_id uuid, task_name text, params jsonb, headers jsonb,
-/// attempt integer, max_attempts integer, retry_strategy jsonb, cancellation jsonb,
-/// parent_task_id uuid, created_at timestamptz, first_started_at timestamptz,
-/// checkpoints jsonb, store_now timestamptz, next_wake_at timestamptz`: one per claimed run
-/// (`first_started_at` as it was before the claim, `checkpoints` an object name -> value), then
-/// always one last row whose `task_id` is `NULL`, carrying `store_now` (the store time of the
-/// claim) and `next_wake_at` (the next moment a task becomes claimable, or `NULL`).
-pub const CLAIM_RUNS: &str = "SELECT task_id, run_id, task_name, params, headers, attempt, \
+/// Rows, by `kind text`:
+/// - `run`, one per claimed run: `task_id uuid, run_id uuid, task_name text, params jsonb,
+///   headers jsonb, attempt integer, max_attempts integer, retry_strategy jsonb,
+///   cancellation jsonb, parent_task_id uuid, created_at timestamptz, first_started_at
+///   timestamptz` (as it was before the claim);
+/// - `checkpoint`, one per checkpoint of a claimed task: `task_id uuid, checkpoint_name text,
+///   checkpoint_value jsonb`;
+/// - `summary`, always last and exactly one: `store_now timestamptz` (the store time of the
+///   claim), `next_wake_at timestamptz` (the next moment a task becomes claimable, or `NULL`).
+///
+/// No value gathers the data of several checkpoints or tasks, so no task's size can make the
+/// claim fail.
+pub const CLAIM_TASKS: &str = "SELECT kind, task_id, run_id, task_name, params, headers, attempt, \
 max_attempts, retry_strategy, cancellation, parent_task_id, created_at, first_started_at, \
-checkpoints, store_now, next_wake_at FROM durable.claim_runs($1::text, $2::text, $3::text[], $4::integer, $5::bigint)";
+checkpoint_name, checkpoint_value, store_now, next_wake_at \
+FROM durable.claim_tasks($1::text, $2::text, $3::text[], $4::integer, $5::bigint)";
 
 /// Recovers tasks whose run's lease expired.
 ///

@@ -6,21 +6,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use durable_core::store::{
-    AwaitOutcome, ClaimBatch, ClaimRequest, ClaimedRun, DueSchedules, NewTask, PurgeOutcome,
-    QueueDepth, RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome,
+    AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, QueueDepth,
+    RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome,
     UnservedName, WakeAt, schedule_task_key,
 };
-use durable_core::{SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus};
+use durable_core::{
+    FailureKind, SpawnResult, Store, StoreError, TaskErrorInfo, TaskPollResult, TaskStatus,
+};
 use durable_postgres_sql::statements as sql;
 use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::calls::{Call, Emit, Spawn, SpawnMany, checked_queue};
-use crate::decode::{
-    Reader, due_schedules, int4, micros, only_row, opt_micros, read, summary_last, to_json,
-};
-use crate::driver::{Connect, Driver, Param};
+use crate::claim::read_claim;
+use crate::decode::{Reader, due_schedules, int4, micros, only_row, opt_micros, read, to_json};
+use crate::driver::{Connect, Driver, Param, PoolSettings};
 use crate::error::{Ctx, retrying, store_error, unexpected};
 use crate::listener::Wakeups;
 
@@ -157,7 +158,7 @@ impl<D: Connect> PgStore<D> {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let config = D::parse_url(url)
             .map_err(|e| StoreError::invalid(format!("invalid database URL: {e}")))?;
-        let driver = D::connect(config, &D::Options::default(), 10)
+        let driver = D::connect(config, &D::Options::default(), &PoolSettings::default())
             .await
             .map_err(|e| store_error(D::NAME, e, Ctx::None))?;
         Ok(Self::new(driver))
@@ -181,33 +182,6 @@ fn status<D: Driver>(row: &Reader<'_, D>, task_id: Uuid) -> Result<Option<TaskSt
             })
         })
         .transpose()
-}
-
-/// A claimed run from a row of `CLAIM_RUNS`.
-fn claimed_run<D: Driver>(
-    queue: &str,
-    row: &Reader<'_, D>,
-    now: DateTime<Utc>,
-) -> Result<ClaimedRun, StoreError> {
-    Ok(ClaimedRun {
-        run: RunRef {
-            queue: queue.to_owned(),
-            task_id: row.get("task_id")?,
-            run_id: row.get("run_id")?,
-        },
-        task_name: row.get("task_name")?,
-        params: row.json("params")?,
-        headers: row.json("headers")?,
-        attempt: row.attempts("attempt")?,
-        max_attempts: row.attempts("max_attempts")?,
-        retry_strategy: row.json("retry_strategy")?,
-        cancellation: row.json("cancellation")?,
-        parent_task_id: row.opt("parent_task_id")?,
-        created_at: row.get("created_at")?,
-        first_started_at: row.opt("first_started_at")?,
-        now,
-        checkpoints: row.json("checkpoints")?,
-    })
 }
 
 /// Parameters of a fenced call of `run`: queue, task, run.
@@ -247,21 +221,23 @@ impl<D: Driver> Store for PgStore<D> {
             Param::Int4(Some(int4(request.limit as u64))),
             Param::Int8(Some(micros("lease", request.lease)?)),
         ];
-        let rows = self.rows(sql::CLAIM_RUNS, &params, Ctx::None).await?;
-        // The runs, then one summary row without a task.
-        let (summary, claimed) = summary_last::<D>(&rows, "claim_runs", |row| {
-            Ok(row.opt::<Uuid>("task_id")?.is_none())
-        })?;
-        let summary = read::<D>(summary);
-        let now = summary.get("store_now")?;
-        let runs = claimed
-            .iter()
-            .map(|row| claimed_run(queue, &read::<D>(row), now))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.rows(sql::CLAIM_TASKS, &params, Ctx::None).await?;
+        let claim = read_claim::<D>(queue, &rows)?;
+        for (run, why) in claim.unreadable {
+            // Fails this task alone, at once and for good: another attempt reads the same rows.
+            let error = TaskErrorInfo::new(
+                FailureKind::Unreadable,
+                format!("task {} cannot be loaded: {why}", run.task_id),
+            );
+            tracing::warn!(task_id = %run.task_id, queue, error = %error.message, "failing a task whose stored data does not read back");
+            if let Err(failed) = self.fail_run(&run, error, None).await {
+                tracing::warn!(task_id = %run.task_id, error = %failed, "could not fail the task; its lease will expire");
+            }
+        }
         Ok(ClaimBatch {
-            runs,
-            now,
-            next_wake_at: summary.opt("next_wake_at")?,
+            runs: claim.runs,
+            now: claim.now,
+            next_wake_at: claim.next_wake_at,
         })
     }
 
@@ -404,6 +380,8 @@ impl<D: Driver> Store for PgStore<D> {
         error: TaskErrorInfo,
         retry_after: Option<Duration>,
     ) -> Result<(), StoreError> {
+        // Storable whatever built it: NUL characters escaped, the length capped.
+        let error = TaskErrorInfo::new(error.kind, error.message);
         let error = to_json("error", &error)?;
         let [queue, task, run_id] = run_params(run);
         let params = [

@@ -3,7 +3,7 @@
 //! each driver of `PgStore`.
 //!
 //! Every case is written once, as a function generic over the driver, in the module of its
-//! area: `store`, `events`, `stress`, `operations`.
+//! area: `store`, `events`, `stress`, `operations`, `hardening`.
 //! `postgres_suite!` makes a `#[test]` of each for one driver (`sqlx::<case>`,
 //! `native::<case>`), and every case runs on a fresh database. The raw SQL of a case (counting
 //! rows, filling tables, `VACUUM`, reading statistics) and its `LISTEN` run through the driver
@@ -13,6 +13,7 @@
 
 mod common;
 mod events;
+mod hardening;
 mod operations;
 mod store;
 mod stress;
@@ -36,6 +37,10 @@ macro_rules! postgres_suite {
             operations::only_watched_tasks_notify_their_end,
             operations::three_workers_fire_each_tick_once,
             operations::retention_keeps_a_100k_task_table_at_its_steady_size,
+            hardening::a_task_too_large_to_gather_does_not_stop_its_queue,
+            hardening::a_task_whose_data_does_not_read_back_fails_alone,
+            hardening::a_migration_lock_held_elsewhere_never_hangs_a_start,
+            hardening::database_errors_say_what_postgresql_said,
         );
     };
 }
