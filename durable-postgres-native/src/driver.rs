@@ -6,13 +6,14 @@ use std::time::Duration;
 use deadpool_postgres::{Object, Pool};
 use durable_core::BoxError;
 use durable_postgres::{
-    BoxFuture, Connect, Connection, Driver, DriverError, Param, RunsOn, UsesTls,
+    BoxFuture, Connect, Connection, Driver, DriverError, Param, PoolSettings, RunsOn, UsesTls,
 };
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Socket};
 
 use crate::connect::TlsConnector;
 use crate::executor::Executor;
+use crate::executor::private::Sealed;
 use crate::listener::{NativeListener, listen_statement};
 use crate::values::{NativeRow, pg_error, pool_error, rows};
 
@@ -33,6 +34,9 @@ pub struct NativeDriver {
     pool: Pool,
     /// How to make the listening connection; `None`: the driver cannot listen.
     listen: Option<ListenSettings>,
+    /// Whether statements are prepared once per connection (not behind a pooler in
+    /// transaction mode: they are then sent with their types in one exchange).
+    prepare: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -72,14 +76,35 @@ impl NativeDriver {
         NativeDriver {
             pool,
             listen: Some(ListenSettings { config, connector }),
+            prepare: true,
         }
+    }
+
+    /// The driver of `pool` as `settings` say: listening where they say (else with `config`,
+    /// if given), statements prepared unless behind a transaction pooler.
+    fn with_settings(
+        pool: Pool,
+        config: Option<tokio_postgres::Config>,
+        connector: &TlsConnector,
+        settings: &PoolSettings<tokio_postgres::Config>,
+    ) -> Self {
+        let mut driver = match settings.listen.clone().or(config) {
+            Some(config) => Self::with_connector(pool, config, connector.clone()),
+            None => NativeDriver::from(pool),
+        };
+        driver.prepare = !settings.transaction_pooler;
+        driver
     }
 }
 
 impl From<Pool> for NativeDriver {
     /// A driver without the settings to listen: for poll-only stores.
     fn from(pool: Pool) -> Self {
-        NativeDriver { pool, listen: None }
+        NativeDriver {
+            pool,
+            listen: None,
+            prepare: true,
+        }
     }
 }
 
@@ -91,7 +116,10 @@ impl Driver for NativeDriver {
 
     async fn acquire(&self) -> Result<NativeConnection<'static>, DriverError> {
         let object = self.pool.get().await.map_err(pool_error)?;
-        Ok(NativeConnection(Held::Pooled(object)))
+        Ok(NativeConnection {
+            held: Held::Pooled(object),
+            prepare: self.prepare,
+        })
     }
 
     async fn listen(
@@ -114,10 +142,14 @@ impl Driver for NativeDriver {
     }
 }
 
-/// A connection: of the pool (statements prepared once per connection), or the application's
-/// (`migrate_connection`; statements sent with their types).
+/// A connection: of the pool (statements prepared once per connection, unless behind a pooler
+/// in transaction mode), or the application's (`migrate_connection`; statements sent with their
+/// types).
 #[derive(Debug)]
-pub struct NativeConnection<'c>(Held<'c>);
+pub struct NativeConnection<'c> {
+    held: Held<'c>,
+    prepare: bool,
+}
 
 // A connection of the pool is the common case, taken for every call: not boxed.
 #[allow(clippy::large_enum_variant)]
@@ -130,11 +162,14 @@ enum Held<'c> {
 impl<'c> NativeConnection<'c> {
     /// The application's connection.
     pub(crate) fn borrowed(client: &'c Client) -> Self {
-        NativeConnection(Held::Borrowed(client))
+        NativeConnection {
+            held: Held::Borrowed(client),
+            prepare: false,
+        }
     }
 
     fn client(&self) -> &Client {
-        match &self.0 {
+        match &self.held {
             Held::Pooled(object) => object,
             Held::Borrowed(client) => client,
         }
@@ -149,10 +184,11 @@ impl Connection for NativeConnection<'_> {
         statement: &str,
         params: &[Param<'_>],
     ) -> Result<Vec<NativeRow>, DriverError> {
-        match &self.0 {
-            Held::Pooled(object) => NativeDriver::run_on(object, statement, params).await,
-            Held::Borrowed(client) => NativeDriver::run_on(*client, statement, params).await,
-        }
+        let found = match &self.held {
+            Held::Pooled(object) => object.run(statement, params, self.prepare).await,
+            Held::Borrowed(client) => client.run(statement, params, self.prepare).await,
+        };
+        found.map(rows).map_err(pg_error)
     }
 
     async fn batch(&mut self, script: &str) -> Result<(), DriverError> {
@@ -160,7 +196,7 @@ impl Connection for NativeConnection<'_> {
     }
 
     fn discard(self) {
-        if let Held::Pooled(object) = self.0 {
+        if let Held::Pooled(object) = self.held {
             drop(Object::take(object));
         }
     }
@@ -183,27 +219,26 @@ impl Connect for NativeDriver {
     async fn connect(
         config: tokio_postgres::Config,
         connector: &TlsConnector,
-        max_connections: u32,
+        settings: &PoolSettings<tokio_postgres::Config>,
     ) -> Result<Self, DriverError> {
-        let max = usize::try_from(max_connections).unwrap_or(usize::MAX);
+        let max = usize::try_from(settings.max_connections).unwrap_or(usize::MAX);
         let pool = connector
             .pool(config.clone(), max)
             .map_err(|e| DriverError::Other(Box::new(e)))?;
         // Fail here when the database does not answer.
         drop(pool.get().await.map_err(pool_error)?);
-        Ok(Self::with_connector(pool, config, connector.clone()))
+        Ok(Self::with_settings(pool, Some(config), connector, settings))
     }
 
-    /// Without `config`, the driver cannot listen: a pool does not reveal its settings.
+    /// Without `config` (or a `LISTEN` connection of the `settings`), the driver cannot listen:
+    /// a pool does not reveal its settings.
     fn from_pool(
         pool: Pool,
         config: Option<tokio_postgres::Config>,
         connector: &TlsConnector,
+        settings: &PoolSettings<tokio_postgres::Config>,
     ) -> Self {
-        match config {
-            Some(config) => Self::with_connector(pool, config, connector.clone()),
-            None => NativeDriver::from(pool),
-        }
+        Self::with_settings(pool, config, connector, settings)
     }
 
     fn can_listen(&self) -> bool {
@@ -228,6 +263,7 @@ where
 /// A tokio-postgres or deadpool client or transaction ([`Executor`]), by reference.
 impl<'c, C: Executor + ?Sized> RunsOn<'c, &'c C> for NativeDriver {
     fn run_on<'a>(
+        &self,
         executor: &'c C,
         statement: &'a str,
         params: &'a [Param<'a>],
@@ -235,8 +271,9 @@ impl<'c, C: Executor + ?Sized> RunsOn<'c, &'c C> for NativeDriver {
     where
         'c: 'a,
     {
+        let prepare = self.prepare;
         Box::pin(async move {
-            let found = executor.run(statement, params).await;
+            let found = executor.run(statement, params, prepare).await;
             found.map(rows).map_err(pg_error)
         })
     }

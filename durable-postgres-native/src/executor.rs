@@ -34,11 +34,14 @@ pub(crate) mod private {
     /// The method behind [`Executor`](super::Executor), out of users' reach.
     #[allow(unreachable_pub)] // sealed-trait pattern: public, but not nameable outside the crate
     pub trait Sealed: Send + Sync {
-        /// Runs one of the statements of `durable-postgres-sql` with `params`.
+        /// Runs one of the statements of `durable-postgres-sql` with `params`; prepared once
+        /// per connection where the executor caches statements and `prepare` allows it, else
+        /// sent with its parameter types in one exchange.
         fn run<'a>(
             &'a self,
             statement: &'a str,
             params: &'a [Param<'a>],
+            prepare: bool,
         ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>>;
     }
 }
@@ -51,6 +54,7 @@ macro_rules! typed_executor {
                 &'a self,
                 statement: &'a str,
                 params: &'a [Param<'a>],
+                _prepare: bool,
             ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
                 Box::pin(async move {
                     let typed: Vec<_> = params.iter().map(to_sql).collect();
@@ -62,7 +66,9 @@ macro_rules! typed_executor {
     )*};
 }
 
-/// Prepares the statement once per connection through deadpool's statement cache.
+/// Prepares the statement once per connection through deadpool's statement cache (unless told
+/// not to: behind a pooler in transaction mode, a statement prepared on one server connection
+/// may be executed on another).
 macro_rules! cached_executor {
     ($($ty:ty),*) => {$(
         impl private::Sealed for $ty {
@@ -70,8 +76,13 @@ macro_rules! cached_executor {
                 &'a self,
                 statement: &'a str,
                 params: &'a [Param<'a>],
+                prepare: bool,
             ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
                 Box::pin(async move {
+                    if !prepare {
+                        let typed: Vec<_> = params.iter().map(to_sql).collect();
+                        return self.query_typed(statement, &typed).await;
+                    }
                     let prepared = self.prepare_cached(statement).await?;
                     let values: Vec<&(dyn ToSql + Sync)> =
                         params.iter().map(|param| to_sql(param).0).collect();
@@ -95,8 +106,9 @@ impl<C: private::Sealed + ?Sized> private::Sealed for &C {
         &'a self,
         statement: &'a str,
         params: &'a [Param<'a>],
+        prepare: bool,
     ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
-        (**self).run(statement, params)
+        (**self).run(statement, params, prepare)
     }
 }
 impl<C: Executor + ?Sized> Executor for &C {}
@@ -106,8 +118,9 @@ impl<C: private::Sealed + ?Sized> private::Sealed for &mut C {
         &'a self,
         statement: &'a str,
         params: &'a [Param<'a>],
+        prepare: bool,
     ) -> BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>> {
-        (**self).run(statement, params)
+        (**self).run(statement, params, prepare)
     }
 }
 impl<C: Executor + ?Sized> Executor for &mut C {}

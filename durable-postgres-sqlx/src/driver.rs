@@ -6,7 +6,7 @@ use std::time::Duration;
 use durable_core::BoxError;
 use durable_postgres::{
     BoxFuture, Connect, Connection, DatabaseError, Decodes, Driver, DriverError, Listener,
-    Notification, Param, Row, RunsOn,
+    Notification, Param, PoolSettings, Row, RunsOn,
 };
 use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
@@ -16,23 +16,74 @@ use sqlx::postgres::{
 };
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{Decode, Executor, PgConnection, PgPool, Postgres, Row as _, Type, ValueRef};
+use sqlx::{
+    Connection as _, Decode, Executor, PgConnection, PgPool, Postgres, Row as _, Type, ValueRef,
+};
+
+/// A connection of a pool made by the driver that has been idle at least this long is checked
+/// (a ping) before it is handed out; one in steady use is not.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The driver of `durable`'s PostgreSQL store on a [`sqlx::PgPool`]: each statement is
 /// prepared once per connection (sqlx's statement cache) and runs on a connection of the pool.
+///
+/// Behind a connection pooler in transaction mode
+/// ([`PoolSettings::transaction_pooler`](durable_postgres::PoolSettings)), no statement is
+/// prepared: each is sent in one exchange with its values written in as literals (the simple
+/// query protocol), since sqlx prepares and executes in two exchanges, which such a pooler may
+/// send to different server connections.
 ///
 /// Most applications never name it: [`SqlxStore`](crate::SqlxStore) is
 /// `PgStore<SqlxDriver>`, and `SqlxStore::new(pool)` makes the driver from the pool.
 #[derive(Debug, Clone)]
 pub struct SqlxDriver {
     pool: PgPool,
+    /// Where the `LISTEN` connection goes; `None`: where the pool's connections go.
+    listen: Option<PgConnectOptions>,
+    /// Statements with their values written in, for a pooler in transaction mode.
+    inline: bool,
 }
 
 impl SqlxDriver {
     /// The driver on `pool`.
     pub fn new(pool: PgPool) -> Self {
-        SqlxDriver { pool }
+        SqlxDriver {
+            pool,
+            listen: None,
+            inline: false,
+        }
     }
+
+    fn with_settings(pool: PgPool, settings: &PoolSettings<PgConnectOptions>) -> Self {
+        SqlxDriver {
+            pool,
+            listen: settings.listen.clone(),
+            inline: settings.transaction_pooler,
+        }
+    }
+}
+
+/// Runs `statement` with `params` on `executor`: prepared (sqlx caches it per connection), or
+/// with the values written in (`inline`).
+fn run<'a, 'c, E>(
+    executor: E,
+    statement: &'a str,
+    params: &'a [Param<'a>],
+    inline: bool,
+) -> BoxFuture<'a, Result<Vec<SqlxRow>, DriverError>>
+where
+    E: Executor<'c, Database = Postgres> + 'a,
+{
+    Box::pin(async move {
+        let found = if inline {
+            let sql = durable_postgres::literal::inline(statement, params)
+                .map_err(DriverError::Encode)?;
+            executor.fetch_all(sql.as_str()).await
+        } else {
+            bind(statement, params).fetch_all(executor).await
+        };
+        found.map(rows).map_err(driver_error)
+    })
 }
 
 impl From<PgPool> for SqlxDriver {
@@ -103,7 +154,10 @@ impl Driver for SqlxDriver {
 
     async fn acquire(&self) -> Result<SqlxConnection<'static>, DriverError> {
         let connection = self.pool.acquire().await.map_err(driver_error)?;
-        Ok(SqlxConnection(Held::Pooled(connection)))
+        Ok(SqlxConnection {
+            held: Held::Pooled(connection),
+            inline: self.inline,
+        })
     }
 
     async fn listen(
@@ -119,7 +173,11 @@ impl Driver for SqlxDriver {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(timeout)
-            .connect_lazy_with((*self.pool.connect_options()).clone());
+            .connect_lazy_with(
+                self.listen
+                    .clone()
+                    .unwrap_or_else(|| (*self.pool.connect_options()).clone()),
+            );
         let connect = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.ignore_pool_close_event(true);
@@ -136,7 +194,10 @@ impl Driver for SqlxDriver {
 
 /// A connection: of the pool, or the application's (`migrate_connection`).
 #[derive(Debug)]
-pub struct SqlxConnection<'c>(Held<'c>);
+pub struct SqlxConnection<'c> {
+    held: Held<'c>,
+    inline: bool,
+}
 
 #[derive(Debug)]
 enum Held<'c> {
@@ -147,11 +208,14 @@ enum Held<'c> {
 impl<'c> SqlxConnection<'c> {
     /// The application's connection.
     pub(crate) fn borrowed(connection: &'c mut PgConnection) -> Self {
-        SqlxConnection(Held::Borrowed(connection))
+        SqlxConnection {
+            held: Held::Borrowed(connection),
+            inline: false,
+        }
     }
 
     fn connection(&mut self) -> &mut PgConnection {
-        match &mut self.0 {
+        match &mut self.held {
             Held::Pooled(connection) => connection,
             Held::Borrowed(connection) => connection,
         }
@@ -166,7 +230,8 @@ impl Connection for SqlxConnection<'_> {
         statement: &str,
         params: &[Param<'_>],
     ) -> Result<Vec<SqlxRow>, DriverError> {
-        SqlxDriver::run_on(self.connection(), statement, params).await
+        let inline = self.inline;
+        run(self.connection(), statement, params, inline).await
     }
 
     async fn batch(&mut self, script: &str) -> Result<(), DriverError> {
@@ -177,7 +242,7 @@ impl Connection for SqlxConnection<'_> {
     }
 
     fn discard(self) {
-        if let Held::Pooled(mut connection) = self.0 {
+        if let Held::Pooled(mut connection) = self.held {
             connection.close_on_drop();
         }
     }
@@ -199,19 +264,38 @@ impl Connect for SqlxDriver {
     async fn connect(
         config: PgConnectOptions,
         _options: &(),
-        max_connections: u32,
+        settings: &PoolSettings<PgConnectOptions>,
     ) -> Result<Self, DriverError> {
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(settings.max_connections)
+            // sqlx pings every connection it hands out by default: one more round trip per
+            // store call. Only a connection idle for a while can have been closed behind the
+            // pool's back (a server restart, a terminated backend, a network cut while idle);
+            // a connection that fails while in use is closed by the store's call protocol.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(config)
             .await
             .map_err(driver_error)?;
-        Ok(SqlxDriver::new(pool))
+        Ok(SqlxDriver::with_settings(pool, settings))
     }
 
-    /// The listening connection is made with the pool's own settings: `config` is not needed.
-    fn from_pool(pool: PgPool, _config: Option<PgConnectOptions>, _options: &()) -> Self {
-        SqlxDriver::new(pool)
+    /// The listening connection is made with the pool's own settings unless `settings` say
+    /// otherwise: `config` is not needed.
+    fn from_pool(
+        pool: PgPool,
+        _config: Option<PgConnectOptions>,
+        _options: &(),
+        settings: &PoolSettings<PgConnectOptions>,
+    ) -> Self {
+        SqlxDriver::with_settings(pool, settings)
     }
 
     fn can_listen(&self) -> bool {
@@ -225,6 +309,7 @@ where
     E: Executor<'c, Database = Postgres>,
 {
     fn run_on<'a>(
+        &self,
         executor: E,
         statement: &'a str,
         params: &'a [Param<'a>],
@@ -232,10 +317,7 @@ where
     where
         E: 'a,
     {
-        Box::pin(async move {
-            let found = bind(statement, params).fetch_all(executor).await;
-            found.map(rows).map_err(driver_error)
-        })
+        run(executor, statement, params, self.inline)
     }
 }
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::calls::{Call, Emit, Spawn, SpawnMany};
-use crate::driver::{Connect, Driver, RunsOn, UsesTls};
+use crate::driver::{Connect, Driver, PoolSettings, RunsOn, UsesTls};
 use crate::store::PgStore;
 
 /// The environment variable read for the database URL when the builder is given none.
@@ -62,14 +62,14 @@ impl<D: Connect> Durable<D> {
     }
 }
 
-/// Runs `call` on `executor` (an application's connection or transaction).
-async fn run_on<'c, D, E, C>(executor: E, call: &C) -> Result<C::Output, StoreError>
+/// Runs `call` on `executor` (an application's connection or transaction) through `driver`.
+async fn run_on<'c, D, E, C>(driver: &D, executor: E, call: &C) -> Result<C::Output, StoreError>
 where
     D: RunsOn<'c, E>,
     C: Call,
 {
     let params = call.params();
-    call.finish::<D>(D::run_on(executor, C::STATEMENT, &params).await)
+    call.finish::<D>(driver.run_on(executor, C::STATEMENT, &params).await)
 }
 
 impl<D: Driver> Durable<D> {
@@ -111,7 +111,7 @@ impl<D: Driver> Durable<D> {
         D: RunsOn<'c, E>,
     {
         let task = self.inner.prepare_spawn::<T>(params, options)?;
-        let result = run_on::<D, E, _>(executor, &Spawn::new(&task)?).await?;
+        let result = run_on(self.store().driver(), executor, &Spawn::new(&task)?).await?;
         record_spawned(&task.queue, &task.task_name, std::slice::from_ref(&result));
         Ok(result)
     }
@@ -131,7 +131,7 @@ impl<D: Driver> Durable<D> {
         let task = self
             .inner
             .prepare_spawn_by_name(task_name, params, options)?;
-        let result = run_on::<D, E, _>(executor, &Spawn::new(&task)?).await?;
+        let result = run_on(self.store().driver(), executor, &Spawn::new(&task)?).await?;
         record_spawned(&task.queue, &task.task_name, std::slice::from_ref(&result));
         Ok(result)
     }
@@ -154,7 +154,7 @@ impl<D: Driver> Durable<D> {
         if call.is_empty() {
             return Ok(Vec::new());
         }
-        let results = run_on::<D, E, _>(executor, &call).await?;
+        let results = run_on(self.store().driver(), executor, &call).await?;
         if let Some(first) = tasks.first() {
             // One spawn_many shares its queue and task name.
             record_spawned(&first.queue, &first.task_name, &results);
@@ -177,7 +177,12 @@ impl<D: Driver> Durable<D> {
         P: Serialize + ?Sized,
     {
         let (queue, payload) = self.inner.prepare_emit(event_name, payload, queue)?;
-        Ok(run_on::<D, E, _>(executor, &Emit::new(&queue, event_name, &payload)?).await?)
+        Ok(run_on(
+            self.store().driver(),
+            executor,
+            &Emit::new(&queue, event_name, &payload)?,
+        )
+        .await?)
     }
 }
 
@@ -191,6 +196,8 @@ pub struct DurableBuilder<D: Connect> {
     options: D::Options,
     migrate: bool,
     listen: bool,
+    listen_url: Option<String>,
+    transaction_pooler: bool,
     max_connections: Option<u32>,
     call_timeout: Option<Duration>,
 }
@@ -205,6 +212,8 @@ impl<D: Connect> Default for DurableBuilder<D> {
             options: D::Options::default(),
             migrate: true,
             listen: true,
+            listen_url: None,
+            transaction_pooler: false,
             max_connections: None,
             call_timeout: None,
         }
@@ -221,6 +230,8 @@ impl<D: Connect> Clone for DurableBuilder<D> {
             options: self.options.clone(),
             migrate: self.migrate,
             listen: self.listen,
+            listen_url: self.listen_url.clone(),
+            transaction_pooler: self.transaction_pooler,
             max_connections: self.max_connections,
             call_timeout: self.call_timeout,
         }
@@ -238,6 +249,8 @@ impl<D: Connect> fmt::Debug for DurableBuilder<D> {
             .field("pool", &self.pool.is_some())
             .field("migrate", &self.migrate)
             .field("listen", &self.listen)
+            .field("listen_url", &self.listen_url.as_ref().map(|_| "<set>"))
+            .field("transaction_pooler", &self.transaction_pooler)
             .field("max_connections", &self.max_connections)
             .field("call_timeout", &self.call_timeout)
             .finish_non_exhaustive()
@@ -340,6 +353,28 @@ impl<D: Connect> DurableBuilder<D> {
         self
     }
 
+    /// Where the `LISTEN` connection goes, when it cannot go where the pool's connections go:
+    /// a direct connection to PostgreSQL beside a connection pooler in transaction mode, which
+    /// breaks `LISTEN` (see [`transaction_pooler`](Self::transaction_pooler)). Default: the
+    /// pool's own settings.
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
+        self
+    }
+
+    /// Whether the connections go through a connection pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`), which may run consecutive statements of one connection on
+    /// different server connections. With it, no statement is prepared on a connection: each is
+    /// sent with its values in one exchange. Such a pooler breaks `LISTEN`: give
+    /// [`listen_url`](Self::listen_url) a direct connection, or turn
+    /// [`listen`](Self::listen) off (workers then poll). Migrations belong on a direct
+    /// connection too: run them separately before deploying, with [`migrate`](Self::migrate)
+    /// off here (docs/operations.md). Default `false`.
+    pub fn transaction_pooler(mut self, behind_pooler: bool) -> Self {
+        self.transaction_pooler = behind_pooler;
+        self
+    }
+
     /// How long one call to PostgreSQL may wait for its answer before it fails and its
     /// connection is closed. Default [`DEFAULT_CALL_TIMEOUT`](crate::DEFAULT_CALL_TIMEOUT)
     /// (30 s); see [`PgStore::set_call_timeout`].
@@ -369,31 +404,43 @@ impl<D: Connect> DurableBuilder<D> {
             ),
             (None, None) => None,
         };
-        let driver = match (self.pool, config) {
-            (Some(pool), config) => D::from_pool(pool, config, &self.options),
-            (None, Some(config)) => {
-                let max = self.max_connections.unwrap_or(10);
-                if max == 0 {
+        let max_connections = self.max_connections.unwrap_or(10);
+        if max_connections == 0 {
+            return Err(DurableError::config(
+                "DurableBuilder::max_connections must be from 1 to u32::MAX",
+                None,
+            ));
+        }
+        let listen = self
+            .listen_url
+            .as_deref()
+            .map(D::parse_url)
+            .transpose()
+            .map_err(|e| DurableError::config("the LISTEN URL is not valid", Some(e)))?;
+        let settings = PoolSettings {
+            max_connections,
+            transaction_pooler: self.transaction_pooler,
+            listen,
+        };
+        let driver =
+            match (self.pool, config) {
+                (Some(pool), config) => D::from_pool(pool, config, &self.options, &settings),
+                (None, Some(config)) => D::connect(config, &self.options, &settings)
+                    .await
+                    .map_err(|e| {
+                        DurableError::config("could not connect to PostgreSQL", Some(Box::new(e)))
+                    })?,
+                (None, None) => {
                     return Err(DurableError::config(
-                        "DurableBuilder::max_connections must be from 1 to u32::MAX",
+                        format!(
+                            "no database given: call DurableBuilder::database_url, \
+                         DurableBuilder::pg_config or DurableBuilder::pool, or set the \
+                         environment variable {DATABASE_URL_ENV}"
+                        ),
                         None,
                     ));
                 }
-                D::connect(config, &self.options, max).await.map_err(|e| {
-                    DurableError::config("could not connect to PostgreSQL", Some(Box::new(e)))
-                })?
-            }
-            (None, None) => {
-                return Err(DurableError::config(
-                    format!(
-                        "no database given: call DurableBuilder::database_url, \
-                         DurableBuilder::pg_config or DurableBuilder::pool, or set the \
-                         environment variable {DATABASE_URL_ENV}"
-                    ),
-                    None,
-                ));
-            }
-        };
+            };
         if self.listen && !driver.can_listen() {
             return Err(DurableError::config(
                 "DurableBuilder::pool was given without the connection settings that the LISTEN \

@@ -103,19 +103,49 @@ pub trait Connect: Driver {
     /// Parses a connection URL.
     fn parse_url(url: &str) -> Result<Self::Config, BoxError>;
 
-    /// A driver on a new pool of up to `max_connections` connections made with `config`, one
-    /// made at once to check that the database answers.
+    /// A driver on a new pool made with `config` and `settings`, one connection made at once
+    /// to check that the database answers.
     fn connect(
         config: Self::Config,
         options: &Self::Options,
-        max_connections: u32,
+        settings: &PoolSettings<Self::Config>,
     ) -> impl Future<Output = Result<Self, DriverError>> + Send;
 
     /// A driver on an existing `pool`; `config`, when given, is what the pool was made with.
-    fn from_pool(pool: Self::Pool, config: Option<Self::Config>, options: &Self::Options) -> Self;
+    fn from_pool(
+        pool: Self::Pool,
+        config: Option<Self::Config>,
+        options: &Self::Options,
+        settings: &PoolSettings<Self::Config>,
+    ) -> Self;
 
     /// Whether the driver has what it needs to open a listening connection ([`Driver::listen`]).
     fn can_listen(&self) -> bool;
+}
+
+/// How a driver uses its connections, beyond where they go: what a
+/// [`DurableBuilder`](crate::DurableBuilder) collects for it.
+#[derive(Debug, Clone)]
+pub struct PoolSettings<C> {
+    /// The most connections of a pool the driver makes. Default 10.
+    pub max_connections: u32,
+    /// The connections go through a connection pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`): no statement is prepared on a connection, each is sent with
+    /// its values in one exchange. Default `false`.
+    pub transaction_pooler: bool,
+    /// Where the `LISTEN` connection goes, when not where the pool's connections go (a direct
+    /// connection beside a pooler that breaks `LISTEN`).
+    pub listen: Option<C>,
+}
+
+impl<C> Default for PoolSettings<C> {
+    fn default() -> Self {
+        PoolSettings {
+            max_connections: 10,
+            transaction_pooler: false,
+            listen: None,
+        }
+    }
 }
 
 /// A driver that can run a statement on `E`, a connection or transaction of the application
@@ -127,7 +157,9 @@ pub trait RunsOn<'c, E>: Driver {
     /// The future is boxed: callers hold it across `.await` inside futures that must be `Send`,
     /// which the compiler cannot yet prove for an opaque future of a trait with a lifetime
     /// parameter.
+    /// Statements run as the driver's [`PoolSettings`] say (prepared or not).
     fn run_on<'a>(
+        &self,
         executor: E,
         statement: &'a str,
         params: &'a [Param<'a>],

@@ -25,6 +25,7 @@
 //! A new store verb is written in SQL once (`durable-postgres-sql`) and here once, never in an
 //! adapter.
 
+mod claim;
 mod client;
 mod decode;
 mod driver;
@@ -33,11 +34,12 @@ mod listener;
 mod store;
 
 pub mod calls;
+pub mod literal;
 pub mod migrate;
 
 pub use client::{DATABASE_URL_ENV, Durable, DurableBuilder};
 pub use driver::{
     BoxFuture, Connect, Connection, DatabaseError, Decodes, Driver, DriverError, Listener,
-    Notification, Param, Row, RunsOn, UsesTls,
+    Notification, Param, PoolSettings, Row, RunsOn, UsesTls,
 };
 pub use store::{DEFAULT_CALL_TIMEOUT, PgStore};

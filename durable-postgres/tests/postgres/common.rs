@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use durable_core::store::{ClaimBatch, ClaimRequest, ClaimedRun, NewTask};
 use durable_core::{CancellationPolicy, RetryStrategy, Store, TaskStatus};
-use durable_postgres::{Connect, Decodes, Driver, Durable, Param, PgStore};
+use durable_postgres::{Connect, Decodes, Driver, Durable, Param, PgStore, PoolSettings};
 use durable_postgres_native::NativeDriver;
 use durable_postgres_sqlx::SqlxDriver;
 use durable_testing::postgres::{TestDatabase, template_key};
@@ -62,7 +62,11 @@ pub(crate) async fn database<D: TestDriver>() -> TestDatabase {
         .collect();
     let key = template_key(&D::NAME.replace('-', "_"), &migrations);
     TestDatabase::create(&key, |url| async move {
-        let driver = D::connect(D::parse_url(&url)?, &D::Options::default(), 1).await?;
+        let settings = PoolSettings {
+            max_connections: 1,
+            ..PoolSettings::default()
+        };
+        let driver = D::connect(D::parse_url(&url)?, &D::Options::default(), &settings).await?;
         durable_postgres::migrate::on_pool(&driver).await?;
         driver.close().await;
         Ok(())
@@ -79,7 +83,11 @@ pub(crate) async fn store<D: Connect>(db: &TestDatabase) -> PgStore<D> {
 /// A driver on a pool of its own of up to `max_connections` connections to `db`.
 pub(crate) async fn driver<D: Connect>(db: &TestDatabase, max_connections: u32) -> D {
     let config = D::parse_url(db.url()).expect("a valid database URL");
-    D::connect(config, &D::Options::default(), max_connections)
+    let settings = PoolSettings {
+        max_connections,
+        ..PoolSettings::default()
+    };
+    D::connect(config, &D::Options::default(), &settings)
         .await
         .expect("a pool")
 }
