@@ -492,7 +492,6 @@ async fn tasks_inspect_shows_everything_about_a_task() {
             "available_at",
             "cancellation",
             "checkpoints",
-            "children",
             "claimed_by",
             "created_at",
             "finished_at",
@@ -508,7 +507,9 @@ async fn tasks_inspect_shows_everything_about_a_task() {
             "queue",
             "retry_strategy",
             "run_id",
+            "runs",
             "state",
+            "subtasks",
             "task_id",
             "task_name",
             "waits"
@@ -529,10 +530,22 @@ async fn tasks_inspect_shows_everything_about_a_task() {
     assert_eq!(checkpoints[0]["value"], "ready");
     assert_eq!(checkpoints[0]["run_id"], sleeping["run_id"]);
     assert_eq!(
+        checkpoints[0]["size_bytes"], 7,
+        "\"ready\" is 7 bytes of JSON"
+    );
+    // Its one run, suspended on the event, by the fixture's worker.
+    let runs = sleeping["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["outcome"], "suspended");
+    assert_eq!(runs[0]["waiting_for"], "event go");
+    assert_eq!(runs[0]["attempt"], 1);
+    assert_eq!(runs[0]["run_id"], sleeping["run_id"]);
+    assert!(runs[0]["worker_id"].is_string() && runs[0]["claimed_at"].is_string());
+    assert_eq!(
         sleeping["waits"],
         json!([{"name": "$await:go", "event_name": "go", "timeout_at": null}])
     );
-    assert_eq!(sleeping["children"], json!([]));
+    assert_eq!(sleeping["subtasks"], json!([]));
 
     // A pending task: headers, idempotency key, when it becomes claimable.
     let pending = inspect(f.pending);
@@ -555,12 +568,20 @@ async fn tasks_inspect_shows_everything_about_a_task() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, BTreeSet::from(["$spawn:child", "$join:child"]));
-    let children = parent["children"].as_array().unwrap();
+    let children = parent["subtasks"].as_array().unwrap();
     assert_eq!(children.len(), 1);
     assert_eq!(
         keys(&children[0]),
-        ["created_at", "finished_at", "state", "task_id", "task_name"]
+        [
+            "created_at",
+            "finished_at",
+            "parent_task_id",
+            "state",
+            "task_id",
+            "task_name"
+        ]
     );
+    assert_eq!(children[0]["parent_task_id"], json!(f.parent));
     assert_eq!(children[0]["task_id"], json!(f.child));
     assert_eq!(children[0]["task_name"], "compute");
     assert_eq!(children[0]["state"], "completed");
@@ -587,6 +608,9 @@ async fn tasks_inspect_shows_everything_about_a_task() {
     assert_eq!(line_with(&text, "attempt"), ["attempt", "1", "of", "5"]);
     assert_eq!(line_with(&text, "params"), ["params", "\"order-7\""]);
     assert!(text.contains("checkpoints (1):"), "{text}");
+    assert!(text.contains("runs (1):"), "{text}");
+    let run_row = line_with(&text, "suspended");
+    assert!(run_row.contains(&"go"), "{run_row:?}");
     assert_eq!(line_with(&text, "prepare").last(), Some(&"\"ready\""));
     assert_eq!(line_with(&text, "$await:go")[..3], ["$await:go", "go", "-"]);
     assert!(text.contains("subtasks (0):"), "{text}");
@@ -601,7 +625,11 @@ async fn tasks_inspect_shows_everything_about_a_task() {
         .unwrap_or_else(|| panic!("no subtask row in:\n{text}"))
         .split_whitespace()
         .collect();
-    assert_eq!(subtask_row[1..3], ["compute", "completed"]);
+    assert_eq!(
+        subtask_row[1..4],
+        [f.parent.to_string().as_str(), "compute", "completed"],
+        "id, parent, name, state"
+    );
 
     // Refusals.
     let missing = Uuid::now_v7();
@@ -1234,4 +1262,106 @@ async fn schedules_are_created_listed_updated_and_deleted() {
     .fails(3);
     let left = run(url, &["schedules", "list", "--json"]).json();
     assert_eq!(left["schedules"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_list_pages_and_filters_by_family_key_and_patch() {
+    let f = Fixture::new().await;
+    let list = |args: &[&str]| {
+        let mut all_args = vec!["tasks", "list", "--json"];
+        all_args.extend_from_slice(args);
+        f.durable(&all_args).json()
+    };
+    let all = ids(&list(&[]));
+    // Pages of two, chained by `next`, cover the whole list in order.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10 {
+        let mut args = vec!["--limit", "2"];
+        if let Some(after) = &after {
+            args.extend(["--after", after.as_str()]);
+        }
+        let page = list(&args);
+        paged.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    assert_eq!(ids(&list(&["--parent", &f.parent.to_string()])), [f.child]);
+    assert_eq!(ids(&list(&["--key", "pending-1"])), [f.pending]);
+
+    // The old path of a patch gate, recorded by the sleeping task.
+    sqlx::query(
+        "INSERT INTO durable.checkpoints (task_id, name, value, run_id, updated_at) \
+         SELECT task_id, '$patch:billing-v2', 'false'::jsonb, run_id, now() \
+           FROM durable.tasks WHERE task_id = $1",
+    )
+    .bind(f.sleeping)
+    .execute(f.client.pool())
+    .await
+    .unwrap();
+    assert_eq!(ids(&list(&["--patch", "billing-v2"])), [f.sleeping]);
+    assert!(ids(&list(&["--patch", "other-change"])).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_export_is_the_history_the_library_reads_back() {
+    let f = Fixture::new().await;
+    let out = f.durable(&["tasks", "export", &f.parent.to_string()]);
+    let detail: durable_core::inspect::TaskDetail =
+        serde_json::from_str(out.ok()).expect("an export reads back as a TaskDetail");
+    assert_eq!(detail.summary.task_id, f.parent);
+    assert_eq!(detail.output, Some(json!(11)));
+    let names: BTreeSet<&str> = detail.checkpoints.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["$spawn:child", "$join:child"]));
+    assert_eq!(detail.subtasks.len(), 1);
+    assert_eq!(
+        detail.runs.last().map(|r| r.outcome),
+        Some(durable_core::inspect::RunOutcome::Completed)
+    );
+    f.durable(&["tasks", "export", &Uuid::now_v7().to_string()])
+        .fails(3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_texts_reach_the_terminal_escaped() {
+    let f = Fixture::new().await;
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31mred\u{9b}1m\r";
+    let id = f
+        .client
+        .spawn::<Explode>(hostile.to_owned())
+        .await
+        .unwrap()
+        .task_id;
+    f.client
+        .work_until_idle(WorkerOptions::default())
+        .await
+        .unwrap();
+    for args in [
+        vec!["tasks", "inspect", &id.to_string()],
+        vec!["tasks", "inspect", &id.to_string(), "--json"],
+        vec!["tasks", "list"],
+        vec!["tasks", "list", "--json"],
+    ] {
+        let run = f.durable(&args);
+        let out = run.ok();
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?} printed a control character: {out:?}"
+        );
+    }
+    let text = f
+        .durable(&["tasks", "inspect", &id.to_string()])
+        .ok()
+        .to_owned();
+    assert!(text.contains("\\u{1b}[31mred"), "{text}");
+    let json = f
+        .durable(&["tasks", "inspect", &id.to_string(), "--json"])
+        .json();
+    assert_eq!(
+        json["last_error"]["message"], hostile,
+        "JSON keeps the text, escaped"
+    );
 }

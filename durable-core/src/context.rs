@@ -1,6 +1,6 @@
 //! [`TaskContext`]: the durable calls available to task code.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -63,6 +63,9 @@ pub struct TaskContext {
 struct ContextState {
     checkpoints: HashMap<String, Value>,
     uses: HashMap<String, u32>,
+    /// The checkpoints recorded by earlier runs that this run has not read yet: while any is
+    /// left, the run replays history recorded by older code (see [`TaskContext::patched`]).
+    unread: HashSet<String>,
 }
 
 impl std::fmt::Debug for TaskContext {
@@ -102,6 +105,7 @@ impl TaskContext {
             running_deadline,
             lease_deadline: Arc::new(Mutex::new(Instant::now() + lease)),
             state: Mutex::new(ContextState {
+                unread: claimed.checkpoints.keys().cloned().collect(),
                 checkpoints: claimed.checkpoints,
                 uses: HashMap::new(),
             }),
@@ -397,6 +401,57 @@ impl TaskContext {
         .await
     }
 
+    /// A patch gate: whether this task takes the new path of the code change `change_id`.
+    ///
+    /// A task that started before the change was deployed keeps the old path for ever; a task
+    /// that reaches the gate fresh takes the new one. The decision is made the first time the
+    /// gate is reached and checkpointed (as `$patch:<change_id>`), so retries and resumes see
+    /// the same answer:
+    ///
+    /// - `false` (old path) when this run is still replaying history recorded by earlier runs
+    ///   that it has not read yet: older code went past this point and recorded what came after
+    ///   it;
+    /// - `true` (new path) otherwise: a new task, or an old one that had not gone past this
+    ///   point (nothing it recorded depends on the old path).
+    ///
+    /// ```ignore
+    /// if ctx.patched("bill-in-cents").await? {
+    ///     ctx.step("bill", || async { bill_cents(order).await }).await?;
+    /// } else {
+    ///     ctx.step("bill", || async { bill_dollars(order).await }).await?;
+    /// }
+    /// ```
+    ///
+    /// Remove the gate (keep the new path only) once no unfinished task took the old path:
+    /// `durable tasks list --patch <change_id>` lists those that did (see
+    /// [`TaskQuery::old_path_of_patch`](crate::inspect::TaskQuery::old_path_of_patch)). A
+    /// change id is at most 255 bytes, with no control character.
+    pub async fn patched(&self, change_id: &str) -> TaskResult<bool> {
+        let span = call_span("patch", change_id);
+        traced(span.clone(), async {
+            self.check_deadline().await?;
+            policy::validate_name("change id", change_id).map_err(TaskError::permanent)?;
+            let key = format!("{}patch:{change_id}", policy::RESERVED_PREFIX);
+            span.record("checkpoint", key.as_str());
+            if let Some(value) = self.cached(&key) {
+                span.record("replayed", true);
+                return decode(&key, value);
+            }
+            span.record("replayed", false);
+            let new_path = {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                state.unread.is_empty()
+            };
+            self.store
+                .write_checkpoint(&self.run, &key, Value::Bool(new_path), self.lease)
+                .await?;
+            self.renewed(self.lease);
+            self.remember(key, Value::Bool(new_path));
+            Ok(new_path)
+        })
+        .await
+    }
+
     /// Extends this run's lease by `duration` (default: the worker's `claim_timeout`) from now.
     /// Call it during long work between durable calls; every durable call extends the lease too.
     pub async fn heartbeat(&self, duration: Option<Duration>) -> TaskResult<()> {
@@ -508,7 +563,8 @@ impl TaskContext {
     }
 
     fn cached(&self, key: &str) -> Option<Value> {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.unread.remove(key);
         state.checkpoints.get(key).cloned()
     }
 

@@ -11,6 +11,7 @@ mod context;
 pub mod cron;
 mod defaults;
 mod error;
+pub mod inspect;
 mod maintenance;
 pub mod model;
 mod operations;

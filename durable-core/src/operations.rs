@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::client::Durable;
 use crate::cron::CronSchedule;
 use crate::error::{DurableError, DurableResult, StoreError};
+use crate::inspect::{TaskDetail, TaskPage, TaskQuery};
 use crate::maintenance::{self, ScheduleTick};
 use crate::model::TaskStatus;
 use crate::options::SpawnOptions;
@@ -253,5 +254,42 @@ impl<S: Store> Durable<S> {
                 .ok_or_else(not_found)?
                 .status;
         }
+    }
+}
+
+/// Seeing what happened: lists of tasks and everything about one task.
+impl<S: Store> Durable<S> {
+    /// Lists tasks as `query` says, newest first, one page at a time: filters by queue, state,
+    /// task name, age, parent, idempotency key, and the old path of a patch gate (see
+    /// [`TaskQuery`]). Pass a page's `next` as the next query's `after` for the page after it.
+    pub async fn list_tasks(&self, query: &TaskQuery) -> DurableResult<TaskPage> {
+        if let Some(queue) = &query.queue {
+            policy::validate_queue_name(queue)
+                .map_err(|r| DurableError::invalid("queue name", r))?;
+        }
+        Ok(self.inner.store.list_tasks(query).await?)
+    }
+
+    /// Everything about a task: params, headers, state, output or error, its runs (attempt,
+    /// run id, worker, claimed and ended times, outcome, error, what it waited for), its
+    /// checkpoints with their sizes, the events it awaits and its subtasks. `None` if there is
+    /// no such task.
+    pub async fn inspect_task(&self, task_id: Uuid) -> DurableResult<Option<TaskDetail>> {
+        Ok(self.inner.store.inspect_task(task_id).await?)
+    }
+
+    /// A task's recorded history as JSON (its [`TaskDetail`]): what `durable tasks export`
+    /// prints, and what the replay check of `durable-testing` reads back to run a task's
+    /// history against new code. `None` if there is no such task.
+    pub async fn export_task(&self, task_id: Uuid) -> DurableResult<Option<Value>> {
+        let Some(detail) = self.inspect_task(task_id).await? else {
+            return Ok(None);
+        };
+        serde_json::to_value(&detail)
+            .map(Some)
+            .map_err(|source| DurableError::Serialization {
+                what: format!("the history of task {task_id}"),
+                source,
+            })
     }
 }

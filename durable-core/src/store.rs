@@ -37,6 +37,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::StoreError;
+use crate::inspect::{TaskDetail, TaskPage, TaskQuery};
 use crate::model::{SpawnResult, TaskErrorInfo, TaskPollResult, TaskStatus};
 use crate::options::{CancellationPolicy, RetryStrategy};
 
@@ -441,6 +442,17 @@ pub trait Store: Send + Sync + 'static {
         next: Option<DateTime<Utc>>,
         fire: bool,
     ) -> Result<ScheduleAdvance, StoreError>;
+
+    /// Lists tasks as `query` says, newest first (by task id), one page at a time: see
+    /// [`TaskQuery`]. A page's `next` is the id to pass as `after` for the page after it; tasks
+    /// spawned meanwhile never shift later pages (they come before the first).
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
+
+    /// Everything the store holds about a task ([`TaskDetail`]: its runs, checkpoints, waits,
+    /// subtasks), or `None` if there is no such task. Its runs are every claim of the task,
+    /// oldest first: the latest [`MAX_RUNS`](crate::inspect::MAX_RUNS), the current or last
+    /// one included.
+    async fn inspect_task(&self, task_id: Uuid) -> Result<Option<TaskDetail>, StoreError>;
 
     /// Asks to be told when the task ends: returns a signal that changes once it has reached a
     /// terminal state (completed, failed, cancelled), and the task's state now (`None`: no such

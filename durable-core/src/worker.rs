@@ -101,10 +101,26 @@ impl Drop for Worker {
     }
 }
 
+/// `<host>-<pid>-<random>`: the machine's host name (what the system says, else `HOSTNAME` or
+/// `COMPUTERNAME`), the process, and a suffix that tells workers of one process apart.
 fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
+    let host = host_name().unwrap_or_else(|| "worker".to_owned());
     let suffix = Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
+/// The host name, from the system where it says (Linux), else from the environment.
+fn host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .chain(
+            ["HOSTNAME", "COMPUTERNAME"]
+                .iter()
+                .filter_map(|v| std::env::var(v).ok()),
+        )
+        .map(|name| name.trim().to_owned())
+        .find(|name| !name.is_empty())
 }
 
 struct Plan {

@@ -73,7 +73,7 @@ pub(crate) fn listen_statement(channels: &[&str]) -> String {
         .join(" ")
 }
 
-/// The listening connection of [`NativeDriver::listen`]: a task drives the connection and
+/// The listening connection of [`NativeDriver::listen`](crate::NativeDriver): a task drives the connection and
 /// forwards its notifications; the connection closes when this is dropped.
 #[derive(Debug)]
 pub struct NativeListener {

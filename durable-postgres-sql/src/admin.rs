@@ -30,65 +30,6 @@ pub const MIGRATIONS_TABLE_EXISTS: &str =
 pub const TASK_QUEUE: &str =
     "SELECT t.queue_name, t.state FROM durable.tasks t WHERE t.task_id = $1::uuid";
 
-/// Tasks, newest first, filtered.
-///
-/// Parameters, each `NULL` for no filter: `$1 text` queue, `$2 text[]` states (a task in any
-/// of them), `$3 text` task name, `$4 bigint` minimum age in microseconds (created at least
-/// that long ago), `$5 bigint` maximum age in microseconds (created less than that long ago);
-/// then `$6 bigint` the most rows to return.
-///
-/// Rows: `task_id uuid, queue_name text, task_name text, state text, attempt integer,
-/// max_attempts integer, created_at timestamptz, finished_at timestamptz, last_error jsonb`
-/// (`{"kind": ..., "message": ...}` or `NULL`), `store_now timestamptz`.
-pub const LIST_TASKS: &str = "SELECT t.task_id, t.queue_name, t.task_name, t.state, t.attempt, \
-t.max_attempts, t.created_at, t.finished_at, t.last_error, statement_timestamp() AS store_now \
-FROM durable.tasks t \
-WHERE ($1::text IS NULL OR t.queue_name = $1::text) \
-AND ($2::text[] IS NULL OR t.state = ANY ($2::text[])) \
-AND ($3::text IS NULL OR t.task_name = $3::text) \
-AND ($4::bigint IS NULL OR t.created_at <= statement_timestamp() - $4::bigint * interval '1 microsecond') \
-AND ($5::bigint IS NULL OR t.created_at > statement_timestamp() - $5::bigint * interval '1 microsecond') \
-ORDER BY t.created_at DESC, t.task_id DESC \
-LIMIT $6::bigint";
-
-/// Everything `durable.tasks` holds about one task.
-///
-/// Parameters: `$1 uuid` task.
-///
-/// Zero rows (no such task) or one: `task_id uuid, queue_name text, task_name text,
-/// state text, params jsonb, headers jsonb, attempt integer, max_attempts integer,
-/// retry_strategy jsonb, cancellation jsonb, idempotency_key text, parent_task_id uuid,
-/// run_id uuid, available_at timestamptz, claimed_by text, lease_expires_at timestamptz,
-/// created_at timestamptz, first_started_at timestamptz, finished_at timestamptz,
-/// output jsonb, last_error jsonb, store_now timestamptz`.
-pub const TASK_DETAIL: &str = "SELECT t.task_id, t.queue_name, t.task_name, t.state, t.params, \
-t.headers, t.attempt, t.max_attempts, t.retry_strategy, t.cancellation, t.idempotency_key, \
-t.parent_task_id, t.run_id, t.available_at, t.claimed_by, t.lease_expires_at, t.created_at, \
-t.first_started_at, t.finished_at, t.output, t.last_error, statement_timestamp() AS store_now \
-FROM durable.tasks t WHERE t.task_id = $1::uuid";
-
-/// The checkpoints of a task, in the order they were last written.
-///
-/// Parameters: `$1 uuid` task. Rows: `name text, value jsonb, run_id uuid` (the run that
-/// wrote it), `updated_at timestamptz`.
-pub const TASK_CHECKPOINTS: &str = "SELECT c.name, c.value, c.run_id, c.updated_at \
-FROM durable.checkpoints c WHERE c.task_id = $1::uuid ORDER BY c.updated_at, c.name";
-
-/// The awaits of a task in progress (events it is waiting for).
-///
-/// Parameters: `$1 uuid` task. Rows: `name text` (the checkpoint name of the await),
-/// `event_name text, timeout_at timestamptz` (`NULL`: no timeout).
-pub const TASK_WAITS: &str = "SELECT w.name, w.event_name, w.timeout_at \
-FROM durable.waits w WHERE w.task_id = $1::uuid ORDER BY w.name";
-
-/// The subtasks of a task, oldest first.
-///
-/// Parameters: `$1 uuid` parent task. Rows: `task_id uuid, task_name text, state text,
-/// created_at timestamptz, finished_at timestamptz`.
-pub const TASK_CHILDREN: &str = "SELECT t.task_id, t.task_name, t.state, t.created_at, \
-t.finished_at FROM durable.tasks t WHERE t.parent_task_id = $1::uuid \
-ORDER BY t.created_at, t.task_id";
-
 /// Every queue with its tasks counted by state, by name.
 ///
 /// No parameter. Rows: `queue_name text, created_at timestamptz, pending bigint,
@@ -189,11 +130,6 @@ mod tests {
         SCHEMA_MIGRATIONS,
         MIGRATIONS_TABLE_EXISTS,
         TASK_QUEUE,
-        LIST_TASKS,
-        TASK_DETAIL,
-        TASK_CHECKPOINTS,
-        TASK_WAITS,
-        TASK_CHILDREN,
         LIST_QUEUES,
         QUEUE_EXISTS,
         CREATE_QUEUE,

@@ -102,6 +102,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "claim_rows",
         sql: include_str!("../migrations/0006_claim_rows.sql"),
     },
+    Migration {
+        version: 8,
+        name: "history",
+        sql: include_str!("../migrations/0008_history.sql"),
+    },
 ];
 
 /// The key of the advisory lock held while migrating (`pg_advisory_xact_lock(bigint)`): the
@@ -213,6 +218,7 @@ mod tests {
         statements::TASK_RESULT,
         statements::SPAWN_TASKS,
         statements::COMPLETE_RUNS,
+        statements::INSPECT_TASK,
     ];
 
     #[test]

@@ -262,3 +262,41 @@ WHERE t.queue_name = $1::text AND t.state = 'pending' AND t.available_at <= cloc
 ORDER BY t.available_at LIMIT $3::integer) oldest \
 WHERE NOT (task_name = ANY ($2::text[])) \
 GROUP BY task_name ORDER BY waiting DESC, task_name";
+
+/// Lists tasks, newest first (by task id, which grows with creation time), filtered.
+///
+/// Parameters, each `NULL` (an empty array for `$2`) for no filter: `$1 text` queue,
+/// `$2 text[]` states (a task in any of them), `$3 text` task name, `$4 bigint` minimum age in
+/// microseconds (created at least that long ago), `$5 bigint` maximum age in microseconds
+/// (created less than that long ago), `$6 uuid` parent task, `$7 text` idempotency key, `$8 text` the checkpoint name of a patch
+/// gate (`$patch:<id>`: only unfinished tasks that recorded `false` there), `$9 uuid` the last
+/// task id of the page before (only older tasks); then `$10 integer` the most rows.
+///
+/// Rows: `task_id uuid, queue_name text, task_name text, state text, attempt integer,
+/// max_attempts integer, parent_task_id uuid, idempotency_key text, created_at timestamptz,
+/// finished_at timestamptz, last_error jsonb, store_now timestamptz`.
+pub const LIST_TASKS: &str = "SELECT t.task_id, t.queue_name, t.task_name, t.state, t.attempt, \
+t.max_attempts, t.parent_task_id, t.idempotency_key, t.created_at, t.finished_at, t.last_error, \
+statement_timestamp() AS store_now \
+FROM durable.tasks t \
+WHERE ($1::text IS NULL OR t.queue_name = $1::text) \
+AND (cardinality($2::text[]) = 0 OR t.state = ANY ($2::text[])) \
+AND ($3::text IS NULL OR t.task_name = $3::text) \
+AND ($4::bigint IS NULL OR t.created_at <= statement_timestamp() - $4::bigint * interval '1 microsecond') \
+AND ($5::bigint IS NULL OR t.created_at > statement_timestamp() - $5::bigint * interval '1 microsecond') \
+AND ($6::uuid IS NULL OR t.parent_task_id = $6::uuid) \
+AND ($7::text IS NULL OR t.idempotency_key = $7::text) \
+AND ($8::text IS NULL OR (t.state IN ('pending', 'running', 'sleeping') AND EXISTS (\
+SELECT 1 FROM durable.checkpoints c WHERE c.task_id = t.task_id AND c.name = $8::text \
+AND c.value = 'false'::jsonb))) \
+AND ($9::uuid IS NULL OR t.task_id < $9::uuid) \
+ORDER BY t.task_id DESC \
+LIMIT $10::integer";
+
+/// Everything about one task (see `durable.inspect_task` in the migrations).
+///
+/// Parameters: `$1 uuid` task, `$2 integer` the most subtasks.
+///
+/// Rows: `kind text` (`task`, `run`, `checkpoint`, `wait`, `subtask`), `data jsonb`; none when
+/// there is no such task.
+pub const INSPECT_TASK: &str = "SELECT kind, data FROM durable.inspect_task($1::uuid, $2::integer)";

@@ -30,6 +30,7 @@ mod client;
 mod decode;
 mod driver;
 mod error;
+mod inspect;
 mod listener;
 mod store;
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use durable_core::inspect::{MAX_SUBTASKS, TaskDetail, TaskPage, TaskQuery};
 use durable_core::store::{
     AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, QueueDepth,
     RunCompletion, RunRef, ScheduleAdvance, ScheduleRecord, ScheduleSpec, SleepOutcome,
@@ -23,6 +24,7 @@ use crate::claim::read_claim;
 use crate::decode::{Reader, due_schedules, int4, micros, only_row, opt_micros, read, to_json};
 use crate::driver::{Connect, Driver, Param, PoolSettings};
 use crate::error::{Ctx, retrying, store_error, unexpected};
+use crate::inspect::{list_params, patch_checkpoint, task_detail, task_page};
 use crate::listener::Wakeups;
 
 /// The most calls one `expire_leases` makes (each recovers a bounded number of tasks).
@@ -152,7 +154,7 @@ impl<D: Driver> PgStore<D> {
 
 impl<D: Connect> PgStore<D> {
     /// A listening store on a new pool of up to 10 connections to `url`, one made at once to
-    /// check that the database answers. It does not migrate (see [`Connect::migrate`] and the
+    /// check that the database answers. It does not migrate (see [`migrate::on_pool`](crate::migrate::on_pool) and the
     /// adapters' `migrate_url`). This is all a test needs to build the store on a fresh
     /// database, e.g. for the conformance suite of `durable-testing`.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -551,6 +553,25 @@ impl<D: Driver> Store for PgStore<D> {
         ];
         let rows = self.rows(sql::ADVANCE_SCHEDULE, &params, Ctx::None).await?;
         only_row::<D>(&rows, "advance_schedule")?.schedule_advance()
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
+        if let Some(queue) = &query.queue {
+            checked_queue(queue)?;
+        }
+        let patch = query.old_path_of_patch.as_deref().map(patch_checkpoint);
+        let params = list_params(query, &patch)?;
+        let rows = self.rows(sql::LIST_TASKS, &params, Ctx::None).await?;
+        task_page::<D>(&rows, query)
+    }
+
+    async fn inspect_task(&self, task_id: Uuid) -> Result<Option<TaskDetail>, StoreError> {
+        let params = [
+            Param::Uuid(Some(task_id)),
+            Param::Int4(Some(int4(MAX_SUBTASKS as u64))),
+        ];
+        let rows = self.rows(sql::INSPECT_TASK, &params, Ctx::None).await?;
+        task_detail::<D>(&rows, task_id)
     }
 
     async fn watch_finish(

@@ -118,6 +118,18 @@ impl Store for Counting {
     async fn task_result(&self, task_id: Uuid) -> Result<Option<TaskPollResult>, StoreError> {
         self.inner.task_result(task_id).await
     }
+    async fn list_tasks(
+        &self,
+        query: &durable_core::inspect::TaskQuery,
+    ) -> Result<durable_core::inspect::TaskPage, StoreError> {
+        self.inner.list_tasks(query).await
+    }
+    async fn inspect_task(
+        &self,
+        task_id: Uuid,
+    ) -> Result<Option<durable_core::inspect::TaskDetail>, StoreError> {
+        self.inner.inspect_task(task_id).await
+    }
     fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
         self.inner.work_signal(queue)
     }

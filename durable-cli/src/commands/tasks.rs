@@ -1,18 +1,19 @@
-//! `durable tasks list | inspect`.
+//! `durable tasks list | inspect | export`, on the inspection API of the library
+//! ([`Store::list_tasks`](durable_core::Store::list_tasks),
+//! [`Store::inspect_task`](durable_core::Store::inspect_task)).
 
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Subcommand, ValueEnum};
-use durable_postgres_sql::admin;
+use durable_core::inspect::{self, RunRecord, TaskQuery, TaskSummary};
+use durable_core::{Store, TaskStatus};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Connection;
-use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::{Age, Context, get};
+use super::{Age, Context};
 use crate::cli::{queue_name, task_name};
 use crate::duration::parse_duration;
 use crate::error::CliError;
@@ -27,9 +28,15 @@ const ERROR_WIDTH: usize = 60;
 pub(crate) enum Command {
     /// List tasks, newest first
     List(ListArgs),
-    /// Show everything about a task: params, headers, attempts, error, output, checkpoints,
-    /// waits and subtasks
+    /// Show everything about a task: params, headers, runs (attempt, worker, times, outcome,
+    /// error), output, checkpoints, waits and subtasks
     Inspect {
+        /// The task id
+        id: Uuid,
+    },
+    /// Print a task's recorded history as JSON (what the replay check of durable-testing
+    /// reads back)
+    Export {
         /// The task id
         id: Uuid,
     },
@@ -53,8 +60,21 @@ pub(crate) struct ListArgs {
     /// Only tasks spawned less than this long ago (30s, 15m, 2h, 7d)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     newer_than: Option<Duration>,
-    /// The most tasks to list
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Only subtasks of this task
+    #[arg(long, value_name = "TASK_ID")]
+    parent: Option<Uuid>,
+    /// Only the task spawned with this idempotency key
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// Only unfinished tasks that took the old path at the patch gate of this change id
+    /// (`ctx.patched(ID)`): the gate can go once none is left
+    #[arg(long, value_name = "CHANGE_ID")]
+    patch: Option<String>,
+    /// The page after this task id (the `next` of the page before)
+    #[arg(long, value_name = "TASK_ID")]
+    after: Option<Uuid>,
+    /// The most tasks to list (at most 1000)
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
 }
 
@@ -70,14 +90,14 @@ enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    fn status(self) -> TaskStatus {
         match self {
-            State::Pending => "pending",
-            State::Running => "running",
-            State::Sleeping => "sleeping",
-            State::Completed => "completed",
-            State::Failed => "failed",
-            State::Cancelled => "cancelled",
+            State::Pending => TaskStatus::Pending,
+            State::Running => TaskStatus::Running,
+            State::Sleeping => TaskStatus::Sleeping,
+            State::Completed => TaskStatus::Completed,
+            State::Failed => TaskStatus::Failed,
+            State::Cancelled => TaskStatus::Cancelled,
         }
     }
 }
@@ -86,17 +106,15 @@ pub(super) async fn run(ctx: &Context, command: Command) -> Result<(), CliError>
     match command {
         Command::List(args) => list(ctx, args).await,
         Command::Inspect { id } => inspect(ctx, id).await,
+        Command::Export { id } => export(ctx, id).await,
     }
-}
-
-/// A duration in whole microseconds, for the admin queries.
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 #[derive(Debug, Serialize)]
 struct TaskList {
     tasks: Vec<TaskRow>,
+    /// The `--after` of the next page; `null` on the last page.
+    next: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,8 +123,8 @@ struct TaskRow {
     queue: String,
     task_name: String,
     state: String,
-    attempt: i32,
-    max_attempts: i32,
+    attempt: u32,
+    max_attempts: u32,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
     /// Since spawn, in seconds.
@@ -118,35 +136,52 @@ async fn list(ctx: &Context, args: ListArgs) -> Result<(), CliError> {
     if let Some(queue) = &args.queue {
         ctx.require_queue(queue).await?;
     }
-    let states: Option<Vec<&str>> =
-        (!args.state.is_empty()).then(|| args.state.iter().map(|s| s.as_str()).collect());
-    let rows = sqlx::query(admin::LIST_TASKS)
-        .bind(args.queue.as_deref())
-        .bind(states)
-        .bind(args.name.as_deref())
-        .bind(args.older_than.map(micros))
-        .bind(args.newer_than.map(micros))
-        .bind(i64::from(args.limit))
-        .fetch_all(ctx.pool())
+    let query = TaskQuery {
+        queue: args.queue,
+        states: args.state.iter().map(|s| s.status()).collect(),
+        task_name: args.name,
+        older_than: args.older_than,
+        newer_than: args.newer_than,
+        parent_task_id: args.parent,
+        idempotency_key: args.key,
+        old_path_of_patch: args.patch,
+        after: args.after,
+        limit: usize::try_from(args.limit).unwrap_or(inspect::MAX_PAGE),
+    };
+    let page = ctx
+        .store()
+        .list_tasks(&query)
         .await
-        .map_err(CliError::db("listing tasks"))?;
-    let mut tasks = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let created_at: DateTime<Utc> = get(row, "created_at")?;
-        tasks.push(TaskRow {
-            task_id: get(row, "task_id")?,
-            queue: get(row, "queue_name")?,
-            task_name: get(row, "task_name")?,
-            state: get(row, "state")?,
-            attempt: get(row, "attempt")?,
-            max_attempts: get(row, "max_attempts")?,
-            created_at,
-            finished_at: get(row, "finished_at")?,
-            age_seconds: Age::between(created_at, get(row, "store_now")?),
-            last_error: get(row, "last_error")?,
-        });
+        .map_err(CliError::store("listing tasks"))?;
+    let tasks = page
+        .tasks
+        .iter()
+        .map(|t| TaskRow::new(t, page.now))
+        .collect();
+    ctx.print(&TaskList {
+        tasks,
+        next: page.next,
+    })
+}
+
+impl TaskRow {
+    fn new(t: &TaskSummary, now: DateTime<Utc>) -> Self {
+        TaskRow {
+            task_id: t.task_id,
+            queue: t.queue.clone(),
+            task_name: t.task_name.clone(),
+            state: t.state.as_str().to_owned(),
+            attempt: t.attempt,
+            max_attempts: t.max_attempts,
+            created_at: t.created_at,
+            finished_at: t.finished_at,
+            age_seconds: Age::between(t.created_at, now),
+            last_error: t
+                .last_error
+                .as_ref()
+                .and_then(|e| serde_json::to_value(e).ok()),
+        }
     }
-    ctx.print(&TaskList { tasks })
 }
 
 impl fmt::Display for TaskList {
@@ -186,8 +221,8 @@ struct TaskDetail {
     state: String,
     params: Value,
     headers: Value,
-    attempt: i32,
-    max_attempts: i32,
+    attempt: u32,
+    max_attempts: u32,
     retry_strategy: Value,
     cancellation: Value,
     idempotency_key: Option<String>,
@@ -203,15 +238,17 @@ struct TaskDetail {
     age_seconds: Age,
     output: Option<Value>,
     last_error: Option<Value>,
+    runs: Vec<RunRecord>,
     checkpoints: Vec<Checkpoint>,
     waits: Vec<Wait>,
-    children: Vec<Child>,
+    subtasks: Vec<Subtask>,
 }
 
 #[derive(Debug, Serialize)]
 struct Checkpoint {
     name: String,
     value: Value,
+    size_bytes: u64,
     run_id: Uuid,
     updated_at: DateTime<Utc>,
 }
@@ -224,125 +261,117 @@ struct Wait {
 }
 
 #[derive(Debug, Serialize)]
-struct Child {
+struct Subtask {
     task_id: Uuid,
+    parent_task_id: Option<Uuid>,
     task_name: String,
     state: String,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
 }
 
+/// Everything about task `task_id`, or a not-found error.
+async fn detail(ctx: &Context, task_id: Uuid) -> Result<inspect::TaskDetail, CliError> {
+    ctx.store()
+        .inspect_task(task_id)
+        .await
+        .map_err(CliError::store("reading the task"))?
+        .ok_or_else(|| CliError::not_found(format!("task {task_id} not found")))
+}
+
 async fn inspect(ctx: &Context, task_id: Uuid) -> Result<(), CliError> {
-    let mut connection = ctx
-        .pool()
-        .acquire()
-        .await
-        .map_err(CliError::db("connecting"))?;
-    // One snapshot for the task and its checkpoints, waits and subtasks.
-    let mut tx = connection
-        .begin()
-        .await
-        .map_err(CliError::db("starting a transaction"))?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await
-        .map_err(CliError::db("starting a read-only snapshot"))?;
-    let Some(row) = sqlx::query(admin::TASK_DETAIL)
-        .bind(task_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(CliError::db("reading the task"))?
-    else {
-        return Err(CliError::not_found(format!("task {task_id} not found")));
-    };
-    let checkpoints = sqlx::query(admin::TASK_CHECKPOINTS)
-        .bind(task_id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(CliError::db("reading the task's checkpoints"))?;
-    let waits = sqlx::query(admin::TASK_WAITS)
-        .bind(task_id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(CliError::db("reading the task's waits"))?;
-    let children = sqlx::query(admin::TASK_CHILDREN)
-        .bind(task_id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(CliError::db("reading the task's subtasks"))?;
-    tx.commit()
-        .await
-        .map_err(CliError::db("ending the snapshot"))?;
-    let detail = TaskDetail::from_rows(&row, &checkpoints, &waits, &children)?;
-    ctx.print(&detail)
+    let detail = detail(ctx, task_id).await?;
+    ctx.print(&TaskDetail::from_detail(detail))
+}
+
+async fn export(ctx: &Context, task_id: Uuid) -> Result<(), CliError> {
+    let detail = detail(ctx, task_id).await?;
+    // Always JSON: the export is read back by programs.
+    crate::output::print(crate::output::Format::Json, &Export(detail))
+}
+
+/// A task's history as the library serializes it.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct Export(inspect::TaskDetail);
+
+impl fmt::Display for Export {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let json = serde_json::to_string_pretty(&self.0).map_err(|_| fmt::Error)?;
+        f.write_str(&json)
+    }
 }
 
 impl TaskDetail {
-    fn from_rows(
-        row: &PgRow,
-        checkpoints: &[PgRow],
-        waits: &[PgRow],
-        children: &[PgRow],
-    ) -> Result<Self, CliError> {
-        let created_at: DateTime<Utc> = get(row, "created_at")?;
-        Ok(TaskDetail {
-            task_id: get(row, "task_id")?,
-            queue: get(row, "queue_name")?,
-            task_name: get(row, "task_name")?,
-            state: get(row, "state")?,
-            params: get(row, "params")?,
-            headers: get(row, "headers")?,
-            attempt: get(row, "attempt")?,
-            max_attempts: get(row, "max_attempts")?,
-            retry_strategy: get(row, "retry_strategy")?,
-            cancellation: get(row, "cancellation")?,
-            idempotency_key: get(row, "idempotency_key")?,
-            parent_task_id: get(row, "parent_task_id")?,
-            run_id: get(row, "run_id")?,
-            available_at: get(row, "available_at")?,
-            claimed_by: get(row, "claimed_by")?,
-            lease_expires_at: get(row, "lease_expires_at")?,
-            created_at,
-            first_started_at: get(row, "first_started_at")?,
-            finished_at: get(row, "finished_at")?,
-            age_seconds: Age::between(created_at, get(row, "store_now")?),
-            output: get(row, "output")?,
-            last_error: get(row, "last_error")?,
-            checkpoints: checkpoints
-                .iter()
-                .map(|r| {
-                    Ok(Checkpoint {
-                        name: get(r, "name")?,
-                        value: get(r, "value")?,
-                        run_id: get(r, "run_id")?,
-                        updated_at: get(r, "updated_at")?,
-                    })
+    fn from_detail(d: inspect::TaskDetail) -> Self {
+        let s = d.summary;
+        let running = d
+            .runs
+            .last()
+            .filter(|run| run.outcome == inspect::RunOutcome::Running);
+        TaskDetail {
+            task_id: s.task_id,
+            queue: s.queue,
+            task_name: s.task_name,
+            state: s.state.as_str().to_owned(),
+            params: d.params,
+            headers: json_of(&d.headers),
+            attempt: s.attempt,
+            max_attempts: s.max_attempts,
+            retry_strategy: json_of(&d.retry_strategy),
+            cancellation: json_of(&d.cancellation),
+            idempotency_key: s.idempotency_key,
+            parent_task_id: s.parent_task_id,
+            run_id: d.run_id,
+            available_at: d.available_at,
+            claimed_by: running.and_then(|run| run.worker_id.clone()),
+            lease_expires_at: d.lease_expires_at,
+            created_at: s.created_at,
+            first_started_at: d.first_started_at,
+            finished_at: s.finished_at,
+            age_seconds: Age::between(s.created_at, d.now),
+            output: d.output,
+            last_error: s.last_error.as_ref().map(json_of),
+            runs: d.runs,
+            checkpoints: d
+                .checkpoints
+                .into_iter()
+                .map(|c| Checkpoint {
+                    name: c.name,
+                    value: c.value,
+                    size_bytes: c.size_bytes,
+                    run_id: c.run_id,
+                    updated_at: c.updated_at,
                 })
-                .collect::<Result<_, CliError>>()?,
-            waits: waits
-                .iter()
-                .map(|r| {
-                    Ok(Wait {
-                        name: get(r, "name")?,
-                        event_name: get(r, "event_name")?,
-                        timeout_at: get(r, "timeout_at")?,
-                    })
+                .collect(),
+            waits: d
+                .waits
+                .into_iter()
+                .map(|w| Wait {
+                    name: w.name,
+                    event_name: w.event_name,
+                    timeout_at: w.timeout_at,
                 })
-                .collect::<Result<_, CliError>>()?,
-            children: children
-                .iter()
-                .map(|r| {
-                    Ok(Child {
-                        task_id: get(r, "task_id")?,
-                        task_name: get(r, "task_name")?,
-                        state: get(r, "state")?,
-                        created_at: get(r, "created_at")?,
-                        finished_at: get(r, "finished_at")?,
-                    })
+                .collect(),
+            subtasks: d
+                .subtasks
+                .into_iter()
+                .map(|t| Subtask {
+                    task_id: t.task_id,
+                    parent_task_id: t.parent_task_id,
+                    task_name: t.task_name,
+                    state: t.state.as_str().to_owned(),
+                    created_at: t.created_at,
+                    finished_at: t.finished_at,
                 })
-                .collect::<Result<_, CliError>>()?,
-        })
+                .collect(),
+        }
     }
+}
+
+/// A value of the library as JSON (they all serialize).
+fn json_of<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 impl fmt::Display for TaskDetail {
@@ -390,12 +419,50 @@ impl fmt::Display for TaskDetail {
             ],
         )?;
 
+        writeln!(f, "\nruns ({}):", self.runs.len())?;
+        if !self.runs.is_empty() {
+            let mut table = Table::new(&[
+                ("ATTEMPT", Align::Right),
+                ("RUN", Align::Left),
+                ("WORKER", Align::Left),
+                ("CLAIMED", Align::Left),
+                ("ENDED", Align::Left),
+                ("OUTCOME", Align::Left),
+                ("DETAIL", Align::Left),
+            ]);
+            for r in &self.runs {
+                let detail = match (&r.error, &r.waiting_for) {
+                    (Some(error), _) => shorten(
+                        &format!(
+                            "{}: {}",
+                            json_of(&error.kind).as_str().unwrap_or("-"),
+                            error.message
+                        ),
+                        ERROR_WIDTH,
+                    ),
+                    (None, Some(waiting)) => format!("waits for {waiting}"),
+                    (None, None) => String::new(),
+                };
+                table.row(vec![
+                    r.attempt.to_string(),
+                    r.run_id.to_string(),
+                    r.worker_id.clone().unwrap_or_else(|| "-".to_owned()),
+                    opt_time(r.claimed_at),
+                    opt_time(r.ended_at),
+                    r.outcome.as_str().to_owned(),
+                    detail,
+                ]);
+            }
+            write!(f, "{table}")?;
+        }
+
         writeln!(f, "\ncheckpoints ({}):", self.checkpoints.len())?;
         if !self.checkpoints.is_empty() {
             let mut table = Table::new(&[
                 ("NAME", Align::Left),
                 ("UPDATED", Align::Left),
                 ("RUN", Align::Left),
+                ("SIZE", Align::Right),
                 ("VALUE", Align::Left),
             ]);
             for c in &self.checkpoints {
@@ -403,6 +470,7 @@ impl fmt::Display for TaskDetail {
                     c.name.clone(),
                     time(c.updated_at),
                     c.run_id.to_string(),
+                    c.size_bytes.to_string(),
                     json(&c.value),
                 ]);
             }
@@ -426,18 +494,22 @@ impl fmt::Display for TaskDetail {
             write!(f, "{table}")?;
         }
 
-        writeln!(f, "\nsubtasks ({}):", self.children.len())?;
-        if !self.children.is_empty() {
+        writeln!(f, "\nsubtasks ({}):", self.subtasks.len())?;
+        if !self.subtasks.is_empty() {
             let mut table = Table::new(&[
                 ("ID", Align::Left),
+                ("PARENT", Align::Left),
                 ("NAME", Align::Left),
                 ("STATE", Align::Left),
                 ("CREATED", Align::Left),
                 ("FINISHED", Align::Left),
             ]);
-            for c in &self.children {
+            for c in &self.subtasks {
                 table.row(vec![
                     c.task_id.to_string(),
+                    c.parent_task_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
                     c.task_name.clone(),
                     c.state.clone(),
                     time(c.created_at),

@@ -3,7 +3,7 @@
 //! each driver of `PgStore`.
 //!
 //! Every case is written once, as a function generic over the driver, in the module of its
-//! area: `store`, `events`, `stress`, `operations`, `hardening`.
+//! area: `store`, `events`, `stress`, `operations`, `hardening`, `history`.
 //! `postgres_suite!` makes a `#[test]` of each for one driver (`sqlx::<case>`,
 //! `native::<case>`), and every case runs on a fresh database. The raw SQL of a case (counting
 //! rows, filling tables, `VACUUM`, reading statistics) and its `LISTEN` run through the driver
@@ -14,6 +14,7 @@
 mod common;
 mod events;
 mod hardening;
+mod history;
 mod operations;
 mod store;
 mod stress;
@@ -41,6 +42,7 @@ macro_rules! postgres_suite {
             hardening::a_task_whose_data_does_not_read_back_fails_alone,
             hardening::a_migration_lock_held_elsewhere_never_hangs_a_start,
             hardening::database_errors_say_what_postgresql_said,
+            history::runs_are_capped_and_go_with_their_task,
         );
     };
 }

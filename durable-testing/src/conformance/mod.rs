@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Cases are grouped by area: [`spawn`], [`checkpoints`], [`retries`], [`sleep`], [`events`],
-//! [`subtasks`], [`cancellation`], [`leases`], [`bad_input`], [`hostile`], [`concurrency`] and [`operations`].
+//! [`subtasks`], [`cancellation`], [`leases`], [`bad_input`], [`hostile`], [`concurrency`],
+//! [`operations`] and [`inspection`].
 
 // A conformance case is a test: a failed expectation panics, by design.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -23,6 +24,7 @@ pub mod checkpoints;
 pub mod concurrency;
 pub mod events;
 pub mod hostile;
+pub mod inspection;
 pub mod leases;
 pub mod operations;
 pub mod retries;
@@ -299,6 +301,10 @@ macro_rules! conformance_tests {
             operations::schedules_fire_once_per_tick,
             operations::wait_for_result_returns_how_the_task_ended,
             operations::queue_depth_counts_unfinished_tasks_by_state,
+            inspection::history_records_every_run_of_a_task,
+            inspection::task_lists_filter_and_page_stably,
+            inspection::inspection_shows_checkpoints_waits_and_subtasks,
+            inspection::patch_gates_keep_old_tasks_on_the_old_path,
         );
     };
 }

@@ -2,6 +2,7 @@
 //! after it failed.
 
 use chrono::{DateTime, Utc};
+use durable_core::inspect::RunOutcome;
 use durable_core::model::ChildOutcome;
 use durable_core::{SpawnResult, StoreError, TaskStatus};
 use uuid::Uuid;
@@ -20,7 +21,7 @@ impl State {
         if row.state.is_terminal() {
             return Ok(false);
         }
-        cancel_row(row);
+        cancel_row(row, now);
         self.waits.retain(|(id, _), _| *id != task_id);
         self.on_terminal(task_id, ChildOutcome::Cancelled, now);
         Ok(true)
@@ -40,7 +41,7 @@ impl State {
                 if let Some(row) = self.tasks.get_mut(&child)
                     && !row.state.is_terminal()
                 {
-                    cancel_row(row);
+                    cancel_row(row, now);
                     row.finished_at = Some(now);
                     self.finish.bump_and_forget(&child.to_string());
                     self.waits.retain(|(id, _), _| *id != child);
@@ -88,7 +89,8 @@ impl State {
 }
 
 /// Moves a task to cancelled, releasing its lease and any wake-up time.
-fn cancel_row(row: &mut TaskRow) {
+fn cancel_row(row: &mut TaskRow, now: DateTime<Utc>) {
+    row.end_run(RunOutcome::Cancelled, now, None);
     row.state = TaskStatus::Cancelled;
     row.available_at = None;
     row.claimed_by = None;

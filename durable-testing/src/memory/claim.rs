@@ -1,6 +1,7 @@
 //! Who runs what: claiming due tasks under a lease, and recovering the tasks whose lease expired.
 
 use chrono::{DateTime, Utc};
+use durable_core::inspect::RunOutcome;
 use durable_core::model::ChildOutcome;
 use durable_core::store::{ClaimBatch, ClaimRequest, ClaimedRun, RunRef};
 use durable_core::{FailureKind, StoreError, TaskErrorInfo, TaskStatus};
@@ -53,6 +54,7 @@ impl State {
             let first_started_at = row.first_started_at;
             row.state = TaskStatus::Running;
             row.claimed_by = Some(request.worker_id.clone());
+            row.claimed_at = Some(now);
             row.lease_expires_at = Some(lease_until);
             row.available_at = None;
             row.first_started_at = Some(first_started_at.unwrap_or(now));
@@ -134,9 +136,10 @@ impl State {
                 ),
             );
             recovered += 1;
+            row.last_error = Some(error.clone());
+            row.end_run(RunOutcome::LeaseExpired, now, None);
             row.claimed_by = None;
             row.lease_expires_at = None;
-            row.last_error = Some(error.clone());
             if row.attempt >= row.max_attempts {
                 row.state = TaskStatus::Failed;
                 self.on_terminal(task_id, ChildOutcome::Failed { error }, now);

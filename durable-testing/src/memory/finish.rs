@@ -3,6 +3,7 @@
 //! tells its parent by an event.
 
 use chrono::{DateTime, Utc};
+use durable_core::inspect::RunOutcome;
 use durable_core::model::ChildOutcome;
 use durable_core::store::{RunCompletion, RunRef, child_event_name};
 use durable_core::{StoreError, TaskErrorInfo, TaskStatus};
@@ -22,6 +23,7 @@ impl State {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let row = self.owned(run, now)?;
+        row.end_run(RunOutcome::Completed, now, None);
         row.state = TaskStatus::Completed;
         row.claimed_by = None;
         row.lease_expires_at = None;
@@ -68,6 +70,11 @@ impl State {
     ) -> Result<(), StoreError> {
         let row = self.owned(run, now)?;
         row.last_error = Some(error.clone());
+        let outcome = match retry_at {
+            Some(_) => RunOutcome::Retried,
+            None => RunOutcome::Failed,
+        };
+        row.end_run(outcome, now, None);
         row.claimed_by = None;
         row.lease_expires_at = None;
         match retry_at {

@@ -4,12 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
+use durable_core::inspect::{
+    CheckpointRecord, MAX_RUNS, MAX_SUBTASKS, RunOutcome, RunRecord, TaskDetail, TaskPage,
+    TaskQuery, TaskSummary, WaitRecord, json_size,
+};
 use durable_core::store::{QueueDepth, UnservedName};
-use durable_core::{TaskErrorInfo, TaskPollResult, TaskStatus};
+use durable_core::{StoreError, TaskErrorInfo, TaskPollResult, TaskStatus};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::state::State;
+use super::state::{State, TaskRow};
 
 /// A read-only view of a stored task, for assertions in tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,5 +133,170 @@ impl State {
                 .then(a.task_name.cmp(&b.task_name))
         });
         names
+    }
+}
+
+impl State {
+    /// A task in a list.
+    fn summary(&self, task_id: Uuid, row: &TaskRow) -> TaskSummary {
+        TaskSummary {
+            task_id,
+            queue: row.queue.clone(),
+            task_name: row.task_name.clone(),
+            state: row.state,
+            attempt: row.attempt,
+            max_attempts: row.max_attempts,
+            parent_task_id: row.parent_task_id,
+            idempotency_key: row.idempotency_key.clone(),
+            created_at: row.created_at,
+            finished_at: row.finished_at,
+            last_error: row.last_error.clone(),
+        }
+    }
+
+    /// `Store::list_tasks`, as the PostgreSQL stores answer it.
+    pub(super) fn list_tasks(
+        &self,
+        query: &TaskQuery,
+        now: DateTime<Utc>,
+    ) -> Result<TaskPage, StoreError> {
+        let before_now = |d: Option<std::time::Duration>, what: &str| {
+            d.map(|d| {
+                let d =
+                    durable_core::policy::checked_duration(what, d).map_err(StoreError::invalid)?;
+                Ok::<_, StoreError>(
+                    now.checked_sub_signed(d)
+                        .unwrap_or(DateTime::<Utc>::MIN_UTC),
+                )
+            })
+            .transpose()
+        };
+        let oldest_allowed = before_now(query.newer_than, "newer_than")?;
+        let newest_allowed = before_now(query.older_than, "older_than")?;
+        let patch = query
+            .old_path_of_patch
+            .as_ref()
+            .map(|id| format!("{}patch:{id}", durable_core::policy::RESERVED_PREFIX));
+        let mut ids: Vec<Uuid> = self
+            .tasks
+            .iter()
+            .filter(|(id, row)| {
+                query.queue.as_ref().is_none_or(|q| &row.queue == q)
+                    && (query.states.is_empty() || query.states.contains(&row.state))
+                    && query.task_name.as_ref().is_none_or(|n| &row.task_name == n)
+                    && newest_allowed.is_none_or(|at| row.created_at <= at)
+                    && oldest_allowed.is_none_or(|at| row.created_at > at)
+                    && query
+                        .parent_task_id
+                        .is_none_or(|p| row.parent_task_id == Some(p))
+                    && query
+                        .idempotency_key
+                        .as_ref()
+                        .is_none_or(|k| row.idempotency_key.as_ref() == Some(k))
+                    && patch.as_ref().is_none_or(|name| {
+                        !row.state.is_terminal()
+                            && self.checkpoint(**id, name) == Some(Value::Bool(false))
+                    })
+                    && query.after.is_none_or(|after| **id < after)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let size = query.page_size();
+        let more = ids.len() > size;
+        ids.truncate(size);
+        let tasks: Vec<TaskSummary> = ids
+            .iter()
+            .filter_map(|id| self.tasks.get(id).map(|row| self.summary(*id, row)))
+            .collect();
+        let next = if more {
+            tasks.last().map(|t| t.task_id)
+        } else {
+            None
+        };
+        Ok(TaskPage { tasks, next, now })
+    }
+
+    /// `Store::inspect_task`, as the PostgreSQL stores answer it.
+    pub(super) fn inspect_task(&self, task_id: Uuid, now: DateTime<Utc>) -> Option<TaskDetail> {
+        let row = self.tasks.get(&task_id)?;
+        let mut runs = row.runs.clone();
+        if row.state == TaskStatus::Running {
+            runs.push(RunRecord {
+                attempt: row.attempt,
+                run_id: row.run_id,
+                worker_id: row.claimed_by.clone(),
+                claimed_at: row.claimed_at,
+                ended_at: None,
+                outcome: RunOutcome::Running,
+                error: None,
+                waiting_for: None,
+            });
+        }
+        let excess = runs.len().saturating_sub(MAX_RUNS);
+        runs.drain(..excess);
+        let mut checkpoints: Vec<(u64, CheckpointRecord)> = self
+            .checkpoints
+            .get(&task_id)
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| {
+                let meta = self.checkpoint_meta.get(&(task_id, name.clone()));
+                (
+                    meta.map_or(0, |m| m.seq),
+                    CheckpointRecord {
+                        name: name.clone(),
+                        value: value.clone(),
+                        size_bytes: json_size(value),
+                        run_id: meta.map_or(row.run_id, |m| m.run_id),
+                        updated_at: meta.map_or(row.created_at, |m| m.updated_at),
+                    },
+                )
+            })
+            .collect();
+        // In the order written (the virtual clock may not have moved between two writes).
+        checkpoints.sort_by_key(|(seq, _)| *seq);
+        let mut waits: Vec<WaitRecord> = self
+            .waits
+            .iter()
+            .filter(|((id, _), _)| *id == task_id)
+            .map(|((_, name), wait)| WaitRecord {
+                name: name.clone(),
+                event_name: wait.event_name.clone(),
+                timeout_at: wait.timeout_at,
+            })
+            .collect();
+        waits.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut subtasks = Vec::new();
+        let mut frontier = vec![task_id];
+        while let Some(parent) = frontier.pop() {
+            for (id, child) in self
+                .tasks
+                .iter()
+                .filter(|(_, r)| r.parent_task_id == Some(parent))
+            {
+                subtasks.push(self.summary(*id, child));
+                frontier.push(*id);
+            }
+        }
+        subtasks.sort_by_key(|s| s.task_id);
+        subtasks.truncate(MAX_SUBTASKS);
+        Some(TaskDetail {
+            summary: self.summary(task_id, row),
+            run_id: row.run_id,
+            params: row.params.clone(),
+            headers: row.headers.clone(),
+            retry_strategy: row.retry_strategy.clone(),
+            cancellation: row.cancellation.clone(),
+            available_at: row.available_at,
+            first_started_at: row.first_started_at,
+            lease_expires_at: row.lease_expires_at,
+            output: row.output.clone(),
+            runs,
+            checkpoints: checkpoints.into_iter().map(|(_, c)| c).collect(),
+            waits,
+            subtasks,
+            now,
+        })
     }
 }

@@ -9,7 +9,9 @@ use durable_core::store::{AwaitOutcome, RunRef, SleepOutcome, WakeAt};
 use durable_core::{StoreError, TaskStatus};
 use serde_json::Value;
 
-use super::state::{State, TaskRow, Wait, after, to_value};
+use durable_core::inspect::RunOutcome;
+
+use super::state::{State, TaskRow, Wait, after, to_value, waiting_for};
 
 impl State {
     /// `Store::write_checkpoint`.
@@ -23,7 +25,7 @@ impl State {
     ) -> Result<(), StoreError> {
         let lease_until = after(now, lease, "lease")?;
         self.owned(run, now)?.lease_expires_at = Some(lease_until);
-        self.put_checkpoint(run.task_id, name, value);
+        self.put_checkpoint(run, name, value, now);
         Ok(())
     }
 
@@ -65,7 +67,7 @@ impl State {
                     WakeAt::At(at) => at,
                 };
                 let value = to_value(&SleepCheckpoint { wake_at })?;
-                self.put_checkpoint(run.task_id, name, value);
+                self.put_checkpoint(run, name, value, now);
                 wake_at
             }
         };
@@ -74,7 +76,7 @@ impl State {
             row.lease_expires_at = Some(lease_until);
             return Ok(SleepOutcome::Elapsed);
         }
-        suspend(row, Some(wake_at));
+        suspend(row, Some(wake_at), None, now);
         Ok(SleepOutcome::Suspended { wake_at })
     }
 
@@ -94,7 +96,7 @@ impl State {
         self.owned(run, now)?;
         let resolved = |state: &mut State, checkpoint: AwaitCheckpoint| {
             let value = to_value(&checkpoint)?;
-            state.put_checkpoint(run.task_id, name, value);
+            state.put_checkpoint(run, name, value, now);
             state.waits.remove(&(run.task_id, name.to_owned()));
             state.owned(run, now)?.lease_expires_at = Some(lease_until);
             Ok::<_, StoreError>(match checkpoint {
@@ -136,13 +138,20 @@ impl State {
         if timeout_at.is_some_and(|at| at <= now) {
             return resolved(self, AwaitCheckpoint::TimedOut);
         }
-        suspend(self.owned(run, now)?, timeout_at);
+        suspend(self.owned(run, now)?, timeout_at, Some(event_name), now);
         Ok(AwaitOutcome::Suspended)
     }
 }
 
-/// Puts a running task to sleep until `until` (or until woken, if `None`), releasing its lease.
-fn suspend(row: &mut TaskRow, until: Option<DateTime<Utc>>) {
+/// Puts a running task to sleep until `until` (or until woken, if `None`, by `event`),
+/// releasing its lease.
+fn suspend(
+    row: &mut TaskRow,
+    until: Option<DateTime<Utc>>,
+    event: Option<&str>,
+    now: DateTime<Utc>,
+) {
+    row.end_run(RunOutcome::Suspended, now, waiting_for(event, until));
     row.state = TaskStatus::Sleeping;
     row.available_at = until;
     row.claimed_by = None;

@@ -100,8 +100,9 @@ impl State {
         let run_id = Uuid::now_v7();
         self.next_seq += 1;
         let seq = self.next_seq;
-        if let Some(key) = task.idempotency_key {
-            self.idempotency.insert((task.queue.clone(), key), task_id);
+        if let Some(key) = &task.idempotency_key {
+            self.idempotency
+                .insert((task.queue.clone(), key.clone()), task_id);
         }
         if !self.queues.contains(&task.queue) {
             self.queues.insert(task.queue.clone());
@@ -129,6 +130,9 @@ impl State {
                 finished_at: None,
                 output: None,
                 last_error: None,
+                idempotency_key: task.idempotency_key,
+                claimed_at: None,
+                runs: Vec::new(),
             },
         );
         SpawnResult {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use durable_core::inspect::{MAX_RUN_ERROR_CHARS, MAX_RUNS, RunOutcome, RunRecord};
 use durable_core::policy;
 use durable_core::store::{RunRef, ScheduleRecord, WorkSignals};
 use durable_core::{CancellationPolicy, RetryStrategy, StoreError, TaskErrorInfo, TaskStatus};
@@ -29,10 +30,21 @@ pub(super) struct State {
     pub(super) queues: BTreeSet<String>,
     pub(super) tasks: HashMap<Uuid, TaskRow>,
     pub(super) checkpoints: HashMap<Uuid, HashMap<String, Value>>,
+    /// Who wrote each checkpoint, when, and in which order, by task and name.
+    pub(super) checkpoint_meta: HashMap<(Uuid, String), CheckpointMeta>,
     pub(super) events: HashMap<(String, String), Value>,
     pub(super) waits: HashMap<(Uuid, String), Wait>,
     pub(super) idempotency: HashMap<(String, String), Uuid>,
     pub(super) next_seq: u64,
+}
+
+/// Who wrote a checkpoint and when.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CheckpointMeta {
+    pub(super) run_id: Uuid,
+    pub(super) updated_at: DateTime<Utc>,
+    /// The order of writing, across the store.
+    pub(super) seq: u64,
 }
 
 /// A task asleep on an event, keyed by (task, checkpoint name).
@@ -67,6 +79,63 @@ pub(super) struct TaskRow {
     pub(super) finished_at: Option<DateTime<Utc>>,
     pub(super) output: Option<Value>,
     pub(super) last_error: Option<TaskErrorInfo>,
+    pub(super) idempotency_key: Option<String>,
+    /// When the current (or last) run was claimed.
+    pub(super) claimed_at: Option<DateTime<Utc>>,
+    /// The runs that ended, oldest first (the latest [`MAX_RUNS`]).
+    pub(super) runs: Vec<RunRecord>,
+}
+
+impl TaskRow {
+    /// Records the end of the run the row holds, if it is running; call it before the row
+    /// leaves `running` (and, for a failure, after `last_error` is set).
+    pub(super) fn end_run(
+        &mut self,
+        outcome: RunOutcome,
+        now: DateTime<Utc>,
+        waiting_for: Option<String>,
+    ) {
+        if self.state != TaskStatus::Running {
+            return;
+        }
+        let error = matches!(
+            outcome,
+            RunOutcome::Retried | RunOutcome::LeaseExpired | RunOutcome::Failed
+        )
+        .then(|| self.last_error.clone())
+        .flatten()
+        .map(|error| TaskErrorInfo {
+            kind: error.kind,
+            message: error.message.chars().take(MAX_RUN_ERROR_CHARS).collect(),
+        });
+        self.runs.push(RunRecord {
+            attempt: self.attempt,
+            run_id: self.run_id,
+            worker_id: self.claimed_by.clone(),
+            claimed_at: self.claimed_at,
+            ended_at: Some(now),
+            outcome,
+            error,
+            waiting_for,
+        });
+        let excess = self.runs.len().saturating_sub(MAX_RUNS);
+        self.runs.drain(..excess);
+    }
+}
+
+/// What a suspended run waits for, as every store writes it: `until <time>`, `event <name>`,
+/// `subtask <id>`.
+pub(super) fn waiting_for(event: Option<&str>, until: Option<DateTime<Utc>>) -> Option<String> {
+    match (event, until) {
+        (Some(event), _) => Some(
+            match event.strip_prefix(durable_core::store::CHILD_EVENT_PREFIX) {
+                Some(child) => format!("subtask {child}"),
+                None => format!("event {event}"),
+            },
+        ),
+        (None, Some(at)) => Some(format!("until {}", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"))),
+        (None, None) => None,
+    }
 }
 
 /// `now + d`, refusing a duration that does not fit (`what` names it in the error).
@@ -118,12 +187,27 @@ impl State {
         }
     }
 
-    /// Stores checkpoint `name` of a task, replacing an earlier value.
-    pub(super) fn put_checkpoint(&mut self, task_id: Uuid, name: &str, value: Value) {
+    /// Stores checkpoint `name` of `run`'s task, replacing an earlier value.
+    pub(super) fn put_checkpoint(
+        &mut self,
+        run: &RunRef,
+        name: &str,
+        value: Value,
+        now: DateTime<Utc>,
+    ) {
         self.checkpoints
-            .entry(task_id)
+            .entry(run.task_id)
             .or_default()
             .insert(name.to_owned(), value);
+        self.next_seq += 1;
+        self.checkpoint_meta.insert(
+            (run.task_id, name.to_owned()),
+            CheckpointMeta {
+                run_id: run.run_id,
+                updated_at: now,
+                seq: self.next_seq,
+            },
+        );
     }
 
     /// Checkpoint `name` of a task, if written.

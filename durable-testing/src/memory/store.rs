@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use durable_core::inspect::{TaskDetail, TaskPage, TaskQuery};
 use durable_core::policy;
 use durable_core::store::{
     AwaitOutcome, ClaimBatch, ClaimRequest, DueSchedules, NewTask, PurgeOutcome, QueueDepth,
@@ -176,6 +177,16 @@ impl Store for MemoryStore {
 
     async fn task_result(&self, task_id: Uuid) -> Result<Option<TaskPollResult>, StoreError> {
         Ok(self.lock().task_result(task_id))
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
+        let now = self.now();
+        self.lock().list_tasks(query, now)
+    }
+
+    async fn inspect_task(&self, task_id: Uuid) -> Result<Option<TaskDetail>, StoreError> {
+        let now = self.now();
+        Ok(self.lock().inspect_task(task_id, now))
     }
 
     fn work_signal(&self, queue: &str) -> watch::Receiver<u64> {
